@@ -1,0 +1,44 @@
+"""What every benchmark records beside its numbers: the machine, the versions and the command."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("LMZIP_CORPUS", ROOT.parent / "shared" / "corpus"))
+OUT = ROOT / "benchmarks"
+
+
+def corpus_files() -> list[Path]:
+    """Every corpus file, as (area folder)/(name), in a stable order."""
+    return sorted(p for p in CORPUS.glob("*/*") if p.is_file())
+
+
+def provenance() -> str:
+    """A markdown block naming the machine, the versions and the command that produced a result."""
+    import numba
+    import torch
+    import transformers
+
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown"
+    return "\n".join([
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch threads {torch.get_num_threads()}, "
+        f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, CUDA {'yes' if torch.cuda.is_available() else 'no'}",
+        f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, numba {numba.__version__}",
+        f"- command: `{' '.join([Path(sys.argv[0]).as_posix().split('/lmzip/')[-1]] + sys.argv[1:])}`",
+    ])
+
+
+def write(name: str, text: str) -> Path:
+    OUT.mkdir(exist_ok=True)
+    path = OUT / name
+    path.write_text(text)
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path

@@ -1,0 +1,26 @@
+"""lmzip: lossless compression with a language model and a range coder.
+
+The public API follows Python's ``gzip`` and ``lzma`` modules::
+
+    import lmzip
+    blob = lmzip.compress(data)             # bytes -> .lmz bytes, default model
+    assert lmzip.decompress(blob) == data   # the model is named in the file
+
+    codec = lmzip.LMZip("smollm2-135m")     # load the model once, reuse it
+    blob = codec.compress(data); codec.last_stats
+
+The pipeline, one module each: models -> engine (batched inference) -> quantize (integer
+frequencies) -> coder (range coder) -> chunking and container (.lmz format) -> cli.
+"""
+
+from .codec import LMZip, Stats, compress, decompress
+from .errors import (ChecksumError, InputError, LmzipError, ModelError, NotLmzipError, OutputExistsError,
+                     ReplayError, TruncatedError)
+from .models import DEFAULT_MODEL, REGISTRY, load
+
+__all__ = [
+    "LMZip", "Stats", "compress", "decompress", "load", "DEFAULT_MODEL", "REGISTRY",
+    "LmzipError", "InputError", "OutputExistsError", "NotLmzipError", "TruncatedError", "ChecksumError",
+    "ModelError", "ReplayError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""Split input bytes into independent chunks: text for the model, everything else for zstd.
+
+Text chunks hold at most about ``chunk_tokens`` tokens and must round-trip through the
+tokenizer exactly (``decode(encode(text)) == text``); the decoder turns each chunk's tokens
+back into its UTF-8 bytes on its own. Bytes that are not UTF-8, short text islands between
+them, and any text the tokenizer would alter become fallback chunks (zstd, or stored when zstd
+does not help), so every input round-trips: binary and empty included.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+import zstandard
+
+MIN_TEXT_BYTES = 64  # text islands shorter than this, between binary runs, go to the fallback
+FALLBACK_BYTES = 1 << 20  # a fallback chunk holds at most this much input
+ZSTD_LEVEL = 19
+_ESCAPED = re.compile("[\udc80-\udcff]+")
+
+
+class Kind(IntEnum):
+    LM = 0
+    ZSTD = 1
+    STORED = 2
+
+
+@dataclass
+class Chunk:
+    kind: Kind
+    raw: bytes  # the original bytes this chunk restores
+    tokens: list[int] | None = None  # for LM chunks
+    payload: bytes = b""  # filled by the coder for LM chunks
+
+
+def _runs(data: bytes) -> list[tuple[bool, bytes]]:
+    """Maximal runs of (is_text, bytes), with short text islands merged into the binary runs."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    runs: list[tuple[bool, bytes]] = []
+    pos = 0
+    for m in _ESCAPED.finditer(text):
+        runs.append((True, text[pos : m.start()].encode("utf-8")))
+        runs.append((False, m.group().encode("utf-8", errors="surrogateescape")))
+        pos = m.end()
+    runs.append((True, text[pos:].encode("utf-8")))
+    merged: list[tuple[bool, bytes]] = []
+    for is_text, raw in runs:
+        if not raw:
+            continue
+        is_text = is_text and (len(raw) >= MIN_TEXT_BYTES or len(runs) == 1)
+        if merged and merged[-1][0] == is_text:
+            merged[-1] = (is_text, merged[-1][1] + raw)
+        else:
+            merged.append((is_text, raw))
+    return merged
+
+
+def fallback(raw: bytes) -> list[Chunk]:
+    """zstd chunks, or stored ones where zstd would not shrink the bytes."""
+    chunks = []
+    for i in range(0, len(raw), FALLBACK_BYTES):
+        piece = raw[i : i + FALLBACK_BYTES]
+        packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(piece)
+        if len(packed) < len(piece):
+            chunks.append(Chunk(Kind.ZSTD, piece, payload=packed))
+        else:
+            chunks.append(Chunk(Kind.STORED, piece, payload=piece))
+    return chunks
+
+
+def _text_chunks(text: str, tokenizer, chunk_tokens: int) -> list[Chunk]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    cuts = [0]
+    for k in range(chunk_tokens, len(offsets), chunk_tokens):
+        start = offsets[k][0]
+        if start > cuts[-1]:
+            cuts.append(start)
+    cuts.append(len(text))
+    chunks: list[Chunk] = []
+    for a, b in zip(cuts, cuts[1:]):
+        piece = text[a:b]
+        ids = tokenizer.encode(piece, add_special_tokens=False)
+        raw = piece.encode("utf-8")
+        if decode(tokenizer, ids) == piece:
+            chunks.append(Chunk(Kind.LM, raw, tokens=ids))
+        else:
+            chunks.extend(fallback(raw))
+    return chunks
+
+
+def decode(tokenizer, ids: list[int]) -> str:
+    """Token ids to text, exactly: no cleanup, special tokens kept."""
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def split(data: bytes, tokenizer, chunk_tokens: int) -> list[Chunk]:
+    """Chunks, in order, whose ``raw`` bytes concatenate to ``data``."""
+    if chunk_tokens < 1:
+        raise ValueError("chunk_tokens must be at least 1")
+    chunks: list[Chunk] = []
+    for is_text, raw in _runs(data):
+        if is_text:
+            chunks.extend(_text_chunks(raw.decode("utf-8"), tokenizer, chunk_tokens))
+        else:
+            chunks.extend(fallback(raw))
+    return chunks

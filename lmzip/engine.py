@@ -1,0 +1,145 @@
+"""Batched incremental inference: the single computation that the encoder and the decoder share.
+
+A batch of chunks runs in lockstep, one token per row and step, through the model with a KV
+cache. Logits from incremental decoding depend on the batch size, on a row's position in the
+batch, on the thread count, the dtype and the kernels of the device, so they are not a
+function of the text alone (see docs/FORMAT.md, "Determinism"). The encoder therefore never
+takes a shortcut such as a teacher-forced pass: it runs exactly the step loop that the decoder
+will run, with the same rows in the same places, and records in the file everything that
+shapes the computation. The decoder replays it or refuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from . import coder
+from .errors import ReplayError
+from .models import LanguageModel
+from .quantize import frequencies
+
+Progress = Callable[[int], None]
+
+
+def environment(lm: LanguageModel) -> dict:
+    """What, besides the model and the coding parameters, decides the logits bit for bit."""
+    env = {
+        "device": lm.device.type,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if lm.device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(lm.device)
+    else:
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return env
+
+
+def check_environment(recorded: dict, lm: LanguageModel) -> None:
+    """Raise ReplayError where this process cannot rerun the recorded computation."""
+    here = environment(lm)
+    for key in ("device", "device_name", "cpu_capability", "torch", "transformers"):
+        if recorded.get(key) != here.get(key):
+            raise ReplayError(
+                f"cannot replay the encoder: file made with {key}={recorded.get(key)!r}, "
+                f"this environment has {key}={here.get(key)!r}"
+            )
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run torch with exactly ``n`` intra-op threads, as the encoder did."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _lockstep(lm: LanguageModel, rows: int, steps: int, precision: int) -> Generator:
+    """Yield ``(logits, freqs)`` for each step; receive the ``(rows,)`` tokens to feed next.
+
+    Finished rows are fed the start token, by the encoder and the decoder alike.
+    """
+    cache = transformers.DynamicCache()
+    x = torch.full((rows, 1), lm.start_token, dtype=torch.long, device=lm.device)
+    with torch.inference_mode():
+        for _ in range(steps):
+            logits = lm.module(input_ids=x, cache=cache, use_cache=True).logits[:, -1, :]
+            fed = yield logits, frequencies(logits, precision)
+            x = fed.view(rows, 1)
+
+
+@dataclass
+class EncodedBatch:
+    payloads: list[bytes]
+    ce_bits: np.ndarray  # float cross-entropy of each row, in bits
+    ideal_bits: np.ndarray  # sum of -log2(freq / total) of each row
+
+
+def encode_batch(lm: LanguageModel, rows: list[list[int]], precision: int,
+                 progress: Progress | None = None) -> EncodedBatch:
+    """Code each row of token ids as an independent stream; rows share one lockstep batch."""
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    steps = int(lengths.max(initial=0))
+    tokens = torch.full((len(rows), steps), lm.start_token, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    tokens = tokens.to(lm.device)
+    active = torch.arange(steps, device=lm.device)[None, :] < torch.as_tensor(lengths, device=lm.device)[:, None]
+    pairs = torch.zeros((2, len(rows), steps), dtype=torch.int64, device=lm.device)
+    ce_nats = torch.zeros(len(rows), dtype=torch.float64, device=lm.device)
+    loop = _lockstep(lm, len(rows), steps, precision)
+    if steps:
+        logits, freqs = next(loop)
+        for t in range(steps):
+            tok = tokens[:, t : t + 1]
+            freq = freqs.gather(-1, tok)
+            pairs[0, :, t : t + 1] = freqs.cumsum(-1).gather(-1, tok) - freq
+            pairs[1, :, t : t + 1] = freq
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, tok)[:, 0]
+            ce_nats -= torch.where(active[:, t], logp, 0).double()
+            if progress:
+                progress(int(active[:, t].sum()))
+            if t + 1 < steps:
+                logits, freqs = loop.send(tokens[:, t])
+    starts, freqs = pairs.cpu().numpy()
+    payloads = coder.encode(starts, freqs, lengths, precision)
+    mask = np.arange(steps)[None, :] < lengths[:, None]
+    ideal = np.where(mask, precision - np.log2(np.maximum(freqs, 1)), 0.0).sum(axis=1)
+    return EncodedBatch(payloads, ce_nats.cpu().numpy() / np.log(2), ideal)
+
+
+def decode_batch(lm: LanguageModel, payloads: list[bytes], lengths: list[int], precision: int,
+                 progress: Progress | None = None) -> list[list[int]]:
+    """Invert ``encode_batch``: replay its lockstep loop, choosing each row's token from its stream."""
+    n = len(payloads)
+    lengths_np = np.array(lengths, dtype=np.int64)
+    steps = int(lengths_np.max(initial=0))
+    out = np.zeros((n, steps), dtype=np.int64)
+    streams = coder.Decoder(payloads, precision)
+    loop = _lockstep(lm, n, steps, precision)
+    if steps:
+        _, freqs = next(loop)
+        for t in range(steps):
+            active = t < lengths_np
+            target = torch.from_numpy(streams.targets(active)).to(lm.device)
+            cdf = freqs.cumsum(-1)
+            sym = torch.searchsorted(cdf, target[:, None], right=True)
+            freq = freqs.gather(-1, sym)
+            chosen = torch.cat([sym, cdf.gather(-1, sym) - freq, freq], dim=1).cpu().numpy()
+            streams.consume(chosen[:, 1], chosen[:, 2], active)
+            out[:, t] = np.where(active, chosen[:, 0], lm.start_token)
+            if progress:
+                progress(int(active.sum()))
+            if t + 1 < steps:
+                _, freqs = loop.send(torch.from_numpy(out[:, t]).to(lm.device))
+    return [out[i, : lengths[i]].tolist() for i in range(n)]

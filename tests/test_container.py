@@ -1,0 +1,111 @@
+"""Damaged, truncated, foreign and mismatched files are caught and named, never decoded into garbage."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+
+from lmzip import (ChecksumError, LMZip, ModelError, NotLmzipError, ReplayError, TruncatedError, container,
+                   models)
+
+TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom. " * 12).encode()
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_lm):
+    return LMZip(tiny_lm, batch_size=2, chunk_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def blob(codec):
+    return codec.compress(TEXT)
+
+
+def rewrite_header(blob: bytes, change) -> bytes:
+    """Edit the JSON header and re-seal its CRC, as a foreign encoder could."""
+    header, table_at = container.read_header(blob)
+    change(header)
+    body = container.pack_header(header)
+    head = struct.pack("<8sHI", container.MAGIC, container.VERSION, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head)) + blob[table_at:]
+
+
+def test_intact_file_decodes(codec, blob):
+    assert codec.decompress(blob) == TEXT
+
+
+@pytest.mark.parametrize("where", ["header", "table", "payload start", "payload middle", "last byte"])
+def test_flipped_byte_is_caught(codec, blob, where):
+    _, table_at = container.read_header(blob)
+    pos = {"header": 20, "table": table_at + 2, "payload start": len(blob) - len(TEXT) // 3,
+           "payload middle": len(blob) - 200, "last byte": len(blob) - 1}[where]
+    damaged = bytearray(blob)
+    damaged[pos] ^= 0x10
+    with pytest.raises(ChecksumError):
+        codec.decompress(bytes(damaged))
+
+
+@pytest.mark.parametrize("keep", [0, 5, 12, 40, -300, -1])
+def test_truncation_is_caught(codec, blob, keep):
+    cut = blob[:keep] if keep >= 0 else blob[:keep]
+    with pytest.raises(TruncatedError if keep != 0 else NotLmzipError):
+        codec.decompress(cut)
+
+
+@pytest.mark.parametrize("data", [b"hello world", b"\x1f\x8b\x08\x00gzip", b"\x89PNG\r\n\x1a\n...."])
+def test_foreign_data_is_not_lmzip(codec, data):
+    with pytest.raises(NotLmzipError):
+        codec.decompress(data)
+
+
+def test_future_version_is_refused(codec, blob):
+    newer = blob[:8] + struct.pack("<H", 2) + blob[10:]
+    with pytest.raises(NotLmzipError, match="version 2"):
+        codec.decompress(newer)
+
+
+def test_trailing_garbage_is_caught(codec, blob):
+    with pytest.raises(ChecksumError):
+        codec.decompress(blob + b"\0")
+
+
+def test_wrong_model_is_named(blob, tiny_model_dir, tmp_path):
+    from conftest import build_tiny_model
+
+    other = models.load(str(build_tiny_model(tmp_path / "other", seed=1)))
+    with pytest.raises(ModelError, match="fingerprint"):
+        LMZip(other).decompress(blob)
+
+
+def test_other_device_class_is_refused(codec, blob):
+    moved = rewrite_header(blob, lambda h: h["replay"].update(device="cuda", device_name="NVIDIA H200"))
+    with pytest.raises(ReplayError, match="device"):
+        codec.decompress(moved)
+
+
+def test_other_cpu_kernels_are_refused(codec, blob):
+    moved = rewrite_header(blob, lambda h: h["replay"].update(cpu_capability="SOMETHING_ELSE"))
+    with pytest.raises(ReplayError, match="cpu_capability"):
+        codec.decompress(moved)
+
+
+def test_other_dtype_is_refused(codec, blob):
+    moved = rewrite_header(blob, lambda h: h["coding"].update(dtype="bfloat16"))
+    with pytest.raises(ReplayError, match="bfloat16"):
+        codec.decompress(moved)
+
+
+def test_tampered_batch_layout_is_caught_not_garbage(codec, blob):
+    """A re-sealed header that lies about the batch layout replays another computation.
+
+    Its logits may or may not match bit for bit; either the exact bytes come back or the chunk
+    CRCs name the damage. Nothing else may come out.
+    """
+    for batch_size in (1, 3, 5):
+        moved = rewrite_header(blob, lambda h: h["coding"].update(batch_size=batch_size))
+        try:
+            assert codec.decompress(moved) == TEXT
+        except ChecksumError:
+            pass

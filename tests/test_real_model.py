@@ -1,0 +1,35 @@
+"""One round trip of a few KB with the bundled default model, SmolLM2-135M (skipped if not installed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from lmzip import LMZip, models
+
+pytestmark = pytest.mark.skipif(not models.REGISTRY[models.DEFAULT_MODEL].installed(),
+                                reason="default model package not installed")
+
+TEXT = """Alice was beginning to get very tired of sitting by her sister on the bank, and of
+having nothing to do: once or twice she had peeped into the book her sister was reading, but
+it had no pictures or conversations in it, 'and what is the use of a book,' thought Alice,
+'without pictures or conversations?' So she was considering in her own mind (as well as she
+could, for the hot day made her feel very sleepy and stupid), whether the pleasure of making a
+daisy-chain would be worth the trouble of getting up and picking the daisies, when suddenly a
+White Rabbit with pink eyes ran close by her. Ünïcödé, 日本語, emoji 🐇, and code: def f(x): return x**2
+""".encode()
+ALICE = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "prose" / "alice29.txt"
+
+
+def test_default_model_round_trip_and_ratio():
+    data = ALICE.read_bytes()[4000:8000] + TEXT if ALICE.exists() else TEXT
+    codec = LMZip(models.DEFAULT_MODEL, device="cpu", chunk_tokens=256)
+    blob = codec.compress(data)
+    s = codec.last_stats
+    assert LMZip(codec.lm).decompress(blob) == data
+    assert s.payload_bits <= s.ideal_bits * 1.001 + 100 * 8
+    assert abs(s.ideal_bits - s.ce_bits) <= 0.001 * s.ce_bits
+    # A pretrained model must beat zstd's strongest setting on English prose, payload against payload.
+    assert s.payload_bits < 0.6 * 8 * len(zstandard.ZstdCompressor(level=19).compress(data))

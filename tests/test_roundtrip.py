@@ -1,0 +1,86 @@
+"""Byte-exact round trips through the whole pipeline with a tiny random model and the real tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from lmzip import LMZip, container
+from lmzip.chunking import Kind
+
+CASES = {
+    "empty": b"",
+    "one byte": b"x",
+    "unicode": "漢字かな交じり文 👨‍👩‍👧‍👦 🇺🇳 e\u0301 a\u0308\u0304 Ω≈ç√ ﷽".encode(),
+    "crlf": b"line one\r\nline two\r\n\r\nend\r",
+    "control": bytes(range(32)) * 3 + b"\x7f tail",
+    "invalid utf-8": b"valid start " * 8 + b"\xff\xfe\xc3\x28 \xe2\x82 broken" + b" valid end" * 10,
+    "special-token look-alikes": b"<|endoftext|><|im_start|>user\n<s></s>[INST]",
+    "long repeat": b"abc" * 3000,
+}
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_lm):
+    return LMZip(tiny_lm, batch_size=4, chunk_tokens=64)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_round_trip(codec, name):
+    data = CASES[name]
+    blob = codec.compress(data)
+    assert codec.decompress(blob) == data
+
+
+def test_random_bytes_go_to_fallback_and_round_trip(codec):
+    data = np.random.default_rng(0).bytes(100_000)
+    blob = codec.compress(data)
+    assert codec.decompress(blob) == data
+    kinds = {e.kind for e in container.parse(blob).entries}
+    assert Kind.LM not in kinds
+    assert len(blob) <= len(data) + 1024  # stored, not expanded
+
+
+def test_many_chunks_and_batches(codec, tiny_lm):
+    text = ("The quick brown fox jumps over the lazy dog. " * 60).encode()
+    blob = codec.compress(text)
+    entries = container.parse(blob).entries
+    assert sum(e.kind == Kind.LM for e in entries) > 2 * codec.batch_size  # several full batches and a partial one
+    assert max(e.tokens for e in entries) <= codec.chunk_tokens + 2
+    assert codec.decompress(blob) == text
+
+
+def test_one_chunk_decodes_alone(codec):
+    text = "".join(f"Paragraph {i}: some words that differ, {i * i}.\n" for i in range(200)).encode()
+    blob = codec.compress(text)
+    entries = container.parse(blob).entries
+    offsets = np.cumsum([0] + [e.raw_size for e in entries])
+    k = len(entries) - 2
+    assert codec.decompress(blob, only={k}) == text[offsets[k] : offsets[k + 1]]
+
+
+def test_stats_account_for_every_bit(codec):
+    text = ("Alice was beginning to get very tired of sitting by her sister on the bank. " * 20).encode()
+    blob = codec.compress(text)
+    s = codec.last_stats
+    assert s.output_bytes == len(blob) == s.payload_bits // 8 + s.fallback_bytes + s.container_bytes
+    assert s.ideal_bits <= s.payload_bits <= s.ideal_bits * 1.001 + 8 * 2 * s.lm_chunks
+    assert abs(s.ce_bits - s.ideal_bits) <= 0.001 * s.ce_bits
+    assert s.tokens == sum(e.tokens for e in container.parse(blob).entries)
+
+
+def test_file_is_deterministic(codec):
+    data = CASES["unicode"] * 5
+    assert codec.compress(data) == codec.compress(data)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus")),
+                    reason="corpus not present")
+def test_corpus_sample_round_trips(codec):
+    from conftest import CORPUS
+
+    for path in sorted(CORPUS.glob("*/*"))[:4]:
+        data = path.read_bytes()[:3000]
+        assert codec.decompress(codec.compress(data)) == data, path
