@@ -32,7 +32,7 @@ def provenance() -> str:
         f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, CUDA {'yes' if torch.cuda.is_available() else 'no'}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, numba {numba.__version__}",
-        f"- command: `{' '.join([Path(sys.argv[0]).as_posix().split('/lmzip/')[-1]] + sys.argv[1:])}`",
+        f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",
     ])
 
 

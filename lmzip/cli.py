@@ -270,3 +270,73 @@ def list_models() -> None:
         default = " (default)" if entry.name == models.DEFAULT_MODEL else ""
         click.echo(f"{entry.name:14} {entry.description}{default}\n{'':14} {state}")
     click.echo("Also accepted: a Hugging Face model directory, or a path to a .gguf file.")
+
+
+@main.command()
+@click.argument("bpc_table", required=False, type=click.Path(dir_okay=False))
+@click.argument("scores_table", required=False, type=click.Path(dir_okay=False))
+@click.option("--paper", is_flag=True, help="Analyse the paper's own tables (shipped with lmzip).")
+@click.option("--area", "areas", multiple=True, metavar="NAME=COL,COL",
+              help="Group benchmark columns into an area (repeatable); BPC rows are matched on an 'area' column.")
+@click.option("--exclude", multiple=True, metavar="MODEL", help="Leave a model out of the fits (repeatable).")
+@click.option("--bpc-column", default="bpc", show_default=True, help="The BPC column of BPC_TABLE.")
+@click.option("--predict", "predict_bpc", type=float, help="Also predict each benchmark's score at this BPC.")
+@click.option("--out", "out_dir", default="lmzip-correlation", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for report.md, report.json, report.csv and the PNG plots.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the scatter plots.")
+def correlate(bpc_table, scores_table, paper, areas, exclude, bpc_column, predict_bpc, out_dir, plots) -> None:
+    """Correlate BPC with benchmark scores: Pearson, Spearman, Kendall, fit, RMSE, bootstrap CIs.
+
+    \b
+      lmzip correlate --paper                      # reproduce Huang et al. (2024)
+      lmzip correlate bpc.csv scores.csv --exclude Qwen-7b
+      lmzip correlate bpc.csv scores.csv --area "Coding=HumanEval,MBPP" --predict 0.30
+
+    BPC_TABLE has 'model' and BPC columns (the output of 'lmzip bpc' works as it is); SCORES_TABLE
+    has 'model' and one column per benchmark.
+    """
+    from . import correlate as corr
+    from . import report
+
+    def go() -> None:
+        if paper == bool(bpc_table or scores_table) or (not paper and not (bpc_table and scores_table)):
+            raise click.UsageError("give either --paper, or BPC_TABLE and SCORES_TABLE")
+        if paper:
+            analysis = corr.paper_analysis()
+            title = "Compression against intelligence: Huang et al. (2024), reproduced by lmzip"
+        else:
+            groups = {}
+            for spec in areas:
+                name, _, cols = spec.partition("=")
+                if not cols:
+                    raise click.UsageError(f"--area wants NAME=COL,COL, got {spec!r}")
+                groups[name.strip()] = [c.strip() for c in cols.split(",") if c.strip()]
+            analysis = corr.table_analysis(_read(bpc_table).decode(), _read(scores_table).decode(), groups,
+                                           set(exclude), bpc_column)
+            title = f"Compression against intelligence: {os.path.basename(bpc_table)} and {os.path.basename(scores_table)}"
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        md = report.to_markdown(analysis.groups, title, analysis.notes)
+        if predict_bpc is not None:
+            md += (f"\n## Predicted scores at BPC {predict_bpc}\n\nA BPC outside a fit's measured range is an "
+                   "extrapolation, and a BPC is only comparable on the corpus the fit used.\n\n"
+                   "| group | benchmark | score | 95% prediction interval | within measured BPC |\n"
+                   "|---|---|---:|---|---|\n")
+            for group, fits in analysis.groups.items():
+                for f in fits:
+                    mid, lo, hi = f.predict(predict_bpc)
+                    inside = "yes" if min(f.x) <= predict_bpc <= max(f.x) else "no, extrapolated"
+                    md += f"| {group} | {f.benchmark} | {100 * mid:.1f}% | [{100 * lo:.1f}%, {100 * hi:.1f}%] | {inside} |\n"
+        (out / "report.md").write_text(md)
+        (out / "report.json").write_text(report.to_json(analysis.groups, {"notes": analysis.notes}))
+        (out / "report.csv").write_text(report.to_csv(analysis.groups))
+        if plots:
+            for group, fits in analysis.groups.items():
+                headline = next((f for f in fits if f.benchmark.startswith("Average")), fits[-1])
+                name = "".join(ch if ch.isalnum() else "-" for ch in group.lower()).strip("-")
+                report.scatter(headline, out / f"{name}.png", group, analysis.corpus.get(group, "BPC"),
+                               analysis.excluded.get(group))
+        click.echo(md)
+        click.echo(f"lmzip: report written to {out}/", err=True)
+
+    _run(go)
