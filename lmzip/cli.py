@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import sys
@@ -338,5 +340,53 @@ def correlate(bpc_table, scores_table, paper, areas, exclude, bpc_column, predic
                                analysis.excluded.get(group))
         click.echo(md)
         click.echo(f"lmzip: report written to {out}/", err=True)
+
+    _run(go)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True, help="Model to measure.")
+@click.option("--method", type=click.Choice(["paper", "all"]), default="paper", show_default=True,
+              help="paper: Huang et al.'s windows (drops the tail); all: every token after the first.")
+@click.option("--window", type=click.IntRange(1), default=1900, show_default=True, help="Input tokens a window.")
+@click.option("--stride", type=click.IntRange(1), default=512, show_default=True, help="Tokens between windows.")
+@click.option("--area", help="Area label for every row (default: each file's folder name).")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Windows a forward pass.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("-o", "--output", help="Write the table here instead of stdout.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def bpc(files, model, method, window, stride, area, batch_size, device, dtype, fmt, output, force, quiet) -> None:
+    """Theoretical bits per character of FILES (text, or JSONL with 'content'), as in Huang et al. (2024).
+
+    One row per file: model, corpus, area, characters, bytes, tokens, bits, bpc, bits per byte,
+    method, window, stride. 'lmzip correlate' reads this table as it is.
+    """
+    from . import bpc as measure_bpc
+
+    def go() -> None:
+        dest = output or "-"
+        _check_free(dest, force)
+        lm = codec.LMZip(model, device=device, dtype=dtype).lm
+        rows = []
+        for path in files:
+            bar = _Progress(f"bpc {os.path.basename(path)}", quiet)
+            try:
+                rows.append(measure_bpc.measure(lm, path, area, window, stride, method, batch_size, bar).as_dict())
+            finally:
+                bar.close()
+        if fmt == "json":
+            text = json.dumps(rows, indent=2) + "\n"
+        else:
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            text = buf.getvalue()
+        _write(dest, text.encode(), force)
 
     _run(go)
