@@ -43,21 +43,13 @@ def measure(codec: lmzip.LMZip, path) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
-    args = ap.parse_args()
-    codec = lmzip.LMZip(args.model)
-    rows = []
-    for path in corpus_files():
-        rows.append(measure(codec, path))
-        print(rows[-1], flush=True)
+def report(rows: list[dict], model: str, codec: lmzip.LMZip) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write(f"roundtrip-{args.model}.csv", buf.getvalue())
-    md = [f"# Round trips of the corpus with {args.model}", "",
+    write(f"roundtrip-{model}.csv", buf.getvalue())
+    md = [f"# Round trips of the corpus with {model}", "",
           f"Defaults: chunk {codec.chunk_tokens} tokens, batch {codec.batch_size}, precision {codec.precision} bits, "
           f"dtype {str(codec.lm.dtype).removeprefix('torch.')}. Each file was compressed, decoded again in a fresh "
           "codec and compared byte for byte.", "",
@@ -73,7 +65,19 @@ def main() -> None:
                   f"{r['payload_over_ideal_pct']:.4f}% | {r['container_bytes']} | {r['compress_s']} | "
                   f"{r['decompress_s']} | {r['round_trip']} |")
     md += ["", provenance(), ""]
-    write(f"roundtrip-{args.model}.md", "\n".join(md))
+    write(f"roundtrip-{model}.md", "\n".join(md))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
+    args = ap.parse_args()
+    codec = lmzip.LMZip(args.model)
+    rows = []
+    for path in corpus_files():
+        rows.append(measure(codec, path))
+        print(rows[-1], flush=True)
+        report(rows, args.model, codec)  # after every file, so a long run leaves what it measured
 
 
 if __name__ == "__main__":

@@ -119,15 +119,17 @@ def main() -> None:
     """
 
 
-def _stats_lines(s: codec.Stats) -> list[str]:
-    return [
-        f"bytes in {s.input_bytes}, out {s.output_bytes} (ratio {s.input_bytes / max(s.output_bytes, 1):.3f})",
-        f"bits per byte {s.bits_per_byte:.4f}, per character {s.bits_per_char:.4f}",
-        f"tokens {s.tokens} in {s.lm_chunks} text chunks, {s.fallback_chunks} fallback chunks; "
+def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
+    lines = [
+        f"{s.input_bytes} bytes in, {s.output_bytes} out (ratio {s.input_bytes / max(s.output_bytes, 1):.3f}); "
+        f"{s.tokens} tokens in {s.lm_chunks} text chunks, {s.fallback_chunks} fallback chunks; "
         f"{s.tokens / max(s.seconds, 1e-9):.1f} tokens/s, {s.input_bytes / max(s.seconds, 1e-9):.0f} bytes/s",
-        f"float cross-entropy {s.ce_bits:.0f} bits, quantised ideal {s.ideal_bits:.0f} bits, "
-        f"payload {s.payload_bits} bits, fallback {8 * s.fallback_bytes} bits, container {8 * s.container_bytes} bits",
+        f"{'stage':28} {'bits':>12} {'per byte':>9} {'per char':>9}  step from the line above",
     ]
+    for label, bits, why in s.breakdown(paper_bits):
+        lines.append(f"{label:28} {bits:12.0f} {bits / max(s.input_bytes, 1):9.4f} "
+                     f"{bits / max(s.characters, 1):9.4f}  {why}")
+    return lines
 
 
 @main.command()
@@ -148,10 +150,11 @@ def _stats_lines(s: codec.Stats) -> list[str]:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (recorded; the decoder replays them).")
-@click.option("--stats", is_flag=True, help="Print sizes, bits per byte and character, and speed to stderr.")
+@click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
+@click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def compress(file, model, output, to_stdout, keep, remove, force, decompress_, batch_size, chunk_tokens, device,
-             dtype, threads, stats, quiet) -> None:
+             dtype, threads, stats, paper_bpc, quiet) -> None:
     """Compress FILE ('-' for stdin) into FILE.lmz."""
     if decompress_:
         _decompress(file, output, to_stdout, remove, force, None, quiet)
@@ -172,12 +175,26 @@ def compress(file, model, output, to_stdout, keep, remove, force, decompress_, b
             bar.close()
         _write(dest, blob, force)
         if stats:
-            for line in _stats_lines(lz.last_stats):
+            paper_bits = _paper_bits(lz.lm, data) if paper_bpc else None
+            if paper_bpc and paper_bits is None:
+                click.echo("lmzip: paper-method BPC: n/a (not UTF-8, or shorter than one 1901-token window)", err=True)
+            for line in _stats_lines(lz.last_stats, paper_bits):
                 click.echo(f"lmzip: {line}", err=True)
         if remove and file != "-" and dest != "-":
             os.unlink(file)
 
     _run(go)
+
+
+def _paper_bits(lm: models.LanguageModel, data: bytes) -> float | None:
+    """Paper-method bits of ``data`` as one document; None where it is not text or too short for a window."""
+    from . import bpc as paper
+
+    try:
+        stream = lm.tokenizer.encode(data.decode("utf-8"))
+        return paper.stream_bits(lm, stream)[0]
+    except (UnicodeDecodeError, InputError):
+        return None
 
 
 def _decompress(file, output, to_stdout, remove, force, model, quiet) -> None:
@@ -388,5 +405,42 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
             w.writerows(rows)
             text = buf.getvalue()
         _write(dest, text.encode(), force)
+
+    _run(go)
+
+
+@main.command("bench")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True, help="lmzip's model.")
+@click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--chunk-tokens", type=click.IntRange(1), default=codec.DEFAULT_CHUNK_TOKENS, show_default=True)
+@click.option("--no-lmzip", is_flag=True, help="Only the classical compressors (fast).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write every row to this CSV.")
+def bench_command(paths, model, batch_size, chunk_tokens, no_lmzip, csv_path) -> None:
+    """Compare lmzip with gzip, bzip2, xz, zstd, brotli and PPMd on your files (round trips verified).
+
+    PATHS are files or folders (every file below them). Prints bits per byte by compressor and
+    by folder.
+    """
+    from . import benchmark
+
+    def go() -> None:
+        files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()})
+        if not files:
+            raise InputError("no files to benchmark")
+        lz = None if no_lmzip else codec.LMZip(model, batch_size=batch_size, chunk_tokens=chunk_tokens)
+        rows = []
+        for f in files:
+            click.echo(f"lmzip: {f}", err=True)
+            rows += benchmark.baseline_rows(f)
+            if lz is not None:
+                rows.append(benchmark.lmzip_row(lz, f))
+        click.echo(benchmark.markdown(rows))
+        if csv_path:
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+            _write(csv_path, buf.getvalue().encode(), force=True)
 
     _run(go)

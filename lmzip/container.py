@@ -26,7 +26,7 @@ VERSION = 1
 _FIXED = struct.Struct("<8sHI")
 HEADER_DICTIONARY = (
     b'{"coding":{"batch_size":64,"chunk_tokens":512,"coder":"range64","dtype":"float32","bfloat16",'
-    b'"precision":32,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
+    b'"precision":30,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
     b'"vocab":49152},"original":{"characters":,"sha256":"","size":},"replay":{"cpu_capability":"AVX2",'
     b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","threads":2,"torch":"2.13.0+cpu",'
     b'"transformers":"5.24.0"}}'

@@ -22,7 +22,7 @@ import transformers
 from . import coder
 from .errors import ReplayError
 from .models import LanguageModel
-from .quantize import frequencies
+from .quantize import frequencies, interval, lookup
 
 Progress = Callable[[int], None]
 
@@ -95,23 +95,22 @@ def encode_batch(lm: LanguageModel, rows: list[list[int]], precision: int,
         tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     tokens = tokens.to(lm.device)
     active = torch.arange(steps, device=lm.device)[None, :] < torch.as_tensor(lengths, device=lm.device)[:, None]
-    pairs = torch.zeros((2, len(rows), steps), dtype=torch.int64, device=lm.device)
+    pairs = torch.zeros((len(rows), steps, 2), dtype=torch.int64, device=lm.device)
     ce_nats = torch.zeros(len(rows), dtype=torch.float64, device=lm.device)
     loop = _lockstep(lm, len(rows), steps, precision)
     if steps:
         logits, freqs = next(loop)
         for t in range(steps):
-            tok = tokens[:, t : t + 1]
-            freq = freqs.gather(-1, tok)
-            pairs[0, :, t : t + 1] = freqs.cumsum(-1).gather(-1, tok) - freq
-            pairs[1, :, t : t + 1] = freq
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, tok)[:, 0]
+            tok = tokens[:, t]
+            pairs[:, t] = interval(freqs, tok)
+            logits = logits.float()
+            logp = logits.gather(-1, tok[:, None])[:, 0] - torch.logsumexp(logits, -1)
             ce_nats -= torch.where(active[:, t], logp, 0).double()
             if progress:
                 progress(int(active[:, t].sum()))
             if t + 1 < steps:
-                logits, freqs = loop.send(tokens[:, t])
-    starts, freqs = pairs.cpu().numpy()
+                logits, freqs = loop.send(tok)
+    starts, freqs = pairs.cpu().numpy().transpose(2, 0, 1)
     payloads = coder.encode(starts, freqs, lengths, precision)
     mask = np.arange(steps)[None, :] < lengths[:, None]
     ideal = np.where(mask, precision - np.log2(np.maximum(freqs, 1)), 0.0).sum(axis=1)
@@ -132,10 +131,7 @@ def decode_batch(lm: LanguageModel, payloads: list[bytes], lengths: list[int], p
         for t in range(steps):
             active = t < lengths_np
             target = torch.from_numpy(streams.targets(active)).to(lm.device)
-            cdf = freqs.cumsum(-1)
-            sym = torch.searchsorted(cdf, target[:, None], right=True)
-            freq = freqs.gather(-1, sym)
-            chosen = torch.cat([sym, cdf.gather(-1, sym) - freq, freq], dim=1).cpu().numpy()
+            chosen = lookup(freqs, target).cpu().numpy()
             streams.consume(chosen[:, 1], chosen[:, 2], active)
             out[:, t] = np.where(active, chosen[:, 0], lm.start_token)
             if progress:

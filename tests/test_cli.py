@@ -114,3 +114,23 @@ def test_console_script_help_teaches():
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0
     assert "lmzip compress book.txt" in out.stdout and "Exit codes" in out.stdout
+
+
+def test_bench_compares_with_classical_compressors(tiny_model_dir, tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(TEXT)
+    (folder / "b.txt").write_bytes(TEXT[::-1])
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main, ["bench", str(folder), "-m", str(tiny_model_dir), "--chunk-tokens", "64",
+                                       "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "xz -9e" in result.output and f"lmzip {tiny_model_dir}" in result.output
+    import csv
+
+    rows = list(csv.DictReader(open(out)))
+    assert {r["round_trip"] for r in rows} == {"ok"} and len({r["file"] for r in rows}) == 2
+    gz = next(r for r in rows if r["compressor"] == "gzip -9" and r["file"] == "a.txt")
+    import gzip
+
+    assert int(gz["compressed"]) == len(gzip.compress(TEXT, 9, mtime=0))

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from lmzip.quantize import frequencies
+from lmzip.quantize import frequencies, interval, lookup
 
 
-@pytest.mark.parametrize("vocab,precision", [(49152, 24), (49152, 32), (262144, 32), (3, 8)])
+@pytest.mark.parametrize("vocab,precision", [(49152, 24), (49152, 30), (262144, 30), (300, 12), (3, 8)])
 def test_total_and_minimum(vocab, precision):
     torch.manual_seed(0)
     logits = torch.randn(4, vocab) * torch.tensor([[0.1], [3.0], [30.0], [300.0]])
     f = frequencies(logits, precision)
-    assert f.dtype == torch.int64
-    assert torch.all(f.sum(-1) == 1 << precision)
+    assert f.dtype == torch.int32
+    assert torch.all(f.sum(-1, dtype=torch.int64) == 1 << precision)
     assert int(f.min()) >= 1
 
 
@@ -24,8 +24,8 @@ def test_cost_close_to_float_cross_entropy():
     torch.manual_seed(1)
     logits = torch.randn(64, 49152) * 4
     target = torch.distributions.Categorical(logits=logits).sample()[:, None]
-    f = frequencies(logits, 32).gather(-1, target).double()
-    ideal = float((32 - torch.log2(f)).sum())
+    f = frequencies(logits, 30).gather(-1, target).double()
+    ideal = float((30 - torch.log2(f)).sum())
     ce = float(-torch.log_softmax(logits.double(), -1).gather(-1, target).sum() / np.log(2))
     assert abs(ideal - ce) <= ce * 0.0005 + 1e-3
 
@@ -35,3 +35,23 @@ def test_same_logits_same_table_and_rejects_tiny_precision():
     assert torch.equal(frequencies(logits.clone(), 20), frequencies(logits, 20))
     with pytest.raises(ValueError):
         frequencies(torch.zeros(1, 1000), 10)
+    with pytest.raises(ValueError):
+        frequencies(torch.zeros(1, 1000), 31)
+
+
+@pytest.mark.parametrize("vocab", [49152, 1000, 3])
+def test_interval_and_lookup_against_a_full_prefix_sum(vocab):
+    """The two-level device lookups agree with numpy's cumulative sum, at every edge of every interval."""
+    torch.manual_seed(vocab)
+    f = frequencies(torch.randn(6, vocab) * 5, 30)
+    cdf = np.cumsum(f.numpy().astype(np.int64), axis=1)
+    tokens = torch.tensor([0, vocab - 1, vocab // 2, 1 % vocab, int(f[4].argmax()), vocab // 3])
+    pairs = interval(f, tokens).numpy()
+    for row, tok in enumerate(tokens.tolist()):
+        assert pairs[row, 1] == f[row, tok]
+        assert pairs[row, 0] == cdf[row, tok] - f[row, tok]
+    for pick in (lambda s, q: s, lambda s, q: s + q - 1, lambda s, q: s + q // 2):
+        targets = torch.tensor([pick(int(s), int(q)) for s, q in pairs])
+        found = lookup(f, targets).numpy()
+        assert np.array_equal(found[:, 0], tokens.numpy())
+        assert np.array_equal(found[:, 1:], pairs)

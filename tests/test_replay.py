@@ -48,3 +48,14 @@ def test_batch_layout_is_part_of_the_file(tiny_lm):
     b = LMZip(tiny_lm, batch_size=8, chunk_tokens=40).compress(TEXT)
     codec = LMZip(tiny_lm, batch_size=2)
     assert codec.decompress(a) == TEXT and codec.decompress(b) == TEXT
+
+
+def test_batches_are_even_and_keep_file_order():
+    from lmzip.chunking import Chunk, Kind
+    from lmzip.codec import _batches
+
+    chunks = [Chunk(Kind.LM, b"x")] * 7 + [Chunk(Kind.ZSTD, b"y")] + [Chunk(Kind.LM, b"x")] * 3
+    layout = _batches(chunks, 4)
+    assert [len(b) for b in layout] == [4, 3, 3]
+    assert [i for b in layout for i in b] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
+    assert _batches([], 4) == [] and _batches(chunks, 100) == [[0, 1, 2, 3, 4, 5, 6, 8, 9, 10]]

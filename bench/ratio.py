@@ -1,0 +1,54 @@
+"""Bits per byte of lmzip against gzip, bzip2, xz, zstd, brotli and PPMd on every corpus file.
+
+    python bench/ratio.py
+
+The classical compressors run here, each round trip verified. lmzip's rows come from
+benchmarks/roundtrip-*.csv, written by bench/roundtrip.py, whose every file was decoded again
+and compared (rerun that first after a change to lmzip). Writes benchmarks/ratio.csv,
+benchmarks/ratio.md, benchmarks/ratio.png and the README's results table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from common import CORPUS, OUT, ROOT, corpus_files, provenance, write
+
+from lmzip import benchmark
+
+
+def lmzip_rows() -> list[dict]:
+    rows = []
+    for path in sorted(OUT.glob("roundtrip-*.csv")):
+        model = path.stem.removeprefix("roundtrip-")
+        for r in csv.DictReader(open(path)):
+            if r["round_trip"] != "ok":
+                raise SystemExit(f"{path}: {r['file']} did not round-trip")
+            rows.append(benchmark.row(CORPUS / r["file"], f"lmzip {model}", b"\0" * int(r["bytes"]), int(r["lmz_bytes"]),
+                                      float(r["compress_s"]), float(r["decompress_s"])))
+    return rows
+
+
+def main() -> None:
+    rows = [r for path in corpus_files() for r in benchmark.baseline_rows(path)] + lmzip_rows()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write("ratio.csv", buf.getvalue())
+    table = benchmark.markdown(rows)
+    note = ("Bits per byte of the whole output file (lmzip: header and chunk table included), total bits over "
+            "total bytes of each area of `../shared/corpus/`; every round trip verified.")
+    write("ratio.md", "\n".join(["# Ratio: lmzip against classical compressors", "", note, "", table, "",
+                                 provenance(), ""]))
+    benchmark.chart(rows, OUT / "ratio.png", "Bits per byte by compressor and corpus area")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    block = f"<!-- bench:ratio -->\n{note}\n\n{table}\n\n(`python bench/ratio.py`; details in benchmarks/ratio.md)\n<!-- /bench -->"
+    readme.write_text(re.sub(r"<!-- bench:ratio -->.*?<!-- /bench -->", lambda _: block, text, flags=re.S))
+
+
+if __name__ == "__main__":
+    main()
