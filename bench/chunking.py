@@ -12,8 +12,6 @@ Writes benchmarks/chunking.csv and benchmarks/chunking.md.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import time
 
@@ -21,7 +19,7 @@ import torch
 import transformers
 
 import lmzip
-from common import CORPUS, provenance, write
+from common import CORPUS, provenance, write, write_csv
 from lmzip import chunking
 from lmzip.chunking import Kind
 
@@ -94,11 +92,7 @@ def main() -> None:
         row["rows_for_150KB"] = rows_150k
         row["tok_s_150KB"] = round(fill / speed[(fill, size)], 1)
         rows.append(row)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write("chunking.csv", buf.getvalue())
+    write_csv("chunking.csv", rows)
     md = ["# Chunk length: ratio against speed", "",
           f"Ratio: float cross-entropy on the first {args.sample_bytes} bytes of {', '.join(SAMPLES)} "
           f"({total_bytes} bytes), split by lmzip's chunker. Speed: {args.model} incremental steps with a "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import platform
 import sys
@@ -34,6 +36,14 @@ def provenance() -> str:
         f"{transformers.__version__}, numba {numba.__version__}",
         f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",
     ])
+
+
+def write_csv(name: str, rows: list[dict], columns: list[str] | None = None) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns or list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return write(name, buf.getvalue())
 
 
 def write(name: str, text: str) -> Path:

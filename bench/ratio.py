@@ -11,10 +11,9 @@ benchmarks/ratio.md, benchmarks/ratio.png and the README's results table.
 from __future__ import annotations
 
 import csv
-import io
 import re
 
-from common import CORPUS, OUT, ROOT, corpus_files, provenance, write
+from common import CORPUS, OUT, ROOT, corpus_files, provenance, write, write_csv
 
 from lmzip import benchmark
 
@@ -26,18 +25,15 @@ def lmzip_rows() -> list[dict]:
         for r in csv.DictReader(open(path)):
             if r["round_trip"] != "ok":
                 raise SystemExit(f"{path}: {r['file']} did not round-trip")
-            rows.append(benchmark.row(CORPUS / r["file"], f"lmzip {model}", b"\0" * int(r["bytes"]), int(r["lmz_bytes"]),
+            size = b"\0" * int(r["bytes"])  # row() needs only the length
+            rows.append(benchmark.row(CORPUS / r["file"], f"lmzip {model}", size, int(r["lmz_bytes"]),
                                       float(r["compress_s"]), float(r["decompress_s"])))
     return rows
 
 
 def main() -> None:
     rows = [r for path in corpus_files() for r in benchmark.baseline_rows(path)] + lmzip_rows()
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write("ratio.csv", buf.getvalue())
+    write_csv("ratio.csv", rows)
     table = benchmark.markdown(rows)
     note = ("Bits per byte of the whole output file (lmzip: header and chunk table included), total bits over "
             "total bytes of each area of `../shared/corpus/`; every round trip verified.")
@@ -46,7 +42,8 @@ def main() -> None:
     benchmark.chart(rows, OUT / "ratio.png", "Bits per byte by compressor and corpus area")
     readme = ROOT / "README.md"
     text = readme.read_text()
-    block = f"<!-- bench:ratio -->\n{note}\n\n{table}\n\n(`python bench/ratio.py`; details in benchmarks/ratio.md)\n<!-- /bench -->"
+    block = (f"<!-- bench:ratio -->\n{note}\n\n{table}\n\n"
+             "(`python bench/ratio.py`; details in benchmarks/ratio.md)\n<!-- /bench -->")
     readme.write_text(re.sub(r"<!-- bench:ratio -->.*?<!-- /bench -->", lambda _: block, text, flags=re.S))
 
 

@@ -9,12 +9,10 @@ was decoded again, in a fresh codec, and compared byte for byte with its input.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import time
 
 import lmzip
-from common import CORPUS, corpus_files, provenance, write
+from common import CORPUS, corpus_files, provenance, write, write_csv
 
 COLUMNS = ["file", "area", "bytes", "characters", "tokens", "chunks", "lmz_bytes", "bits_per_byte",
            "bits_per_char", "ce_bits", "ideal_bits", "payload_bits", "payload_over_ideal_pct",
@@ -44,11 +42,7 @@ def measure(codec: lmzip.LMZip, path) -> dict:
 
 
 def report(rows: list[dict], model: str, codec: lmzip.LMZip) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write(f"roundtrip-{model}.csv", buf.getvalue())
+    write_csv(f"roundtrip-{model}.csv", rows, COLUMNS)
     md = [f"# Round trips of the corpus with {model}", "",
           f"Defaults: chunk {codec.chunk_tokens} tokens, batch {codec.batch_size}, precision {codec.precision} bits, "
           f"dtype {str(codec.lm.dtype).removeprefix('torch.')}. Each file was compressed, decoded again in a fresh "

@@ -88,9 +88,20 @@ class _Progress:
             self.bar.__enter__()
         self.bar.update(advance)
 
-    def close(self) -> None:
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def _run(fn):
@@ -168,11 +179,8 @@ def compress(file, model, output, to_stdout, keep, remove, force, decompress_, b
         data = _read(file)
         lz = codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
                          threads=threads)
-        bar = _Progress("compressing", quiet)
-        try:
+        with _Progress("compressing", quiet) as bar:
             blob = lz.compress(data, progress=bar)
-        finally:
-            bar.close()
         _write(dest, blob, force)
         if stats:
             paper_bits = _paper_bits(lz.lm, data) if paper_bpc else None
@@ -203,11 +211,8 @@ def _decompress(file, output, to_stdout, remove, force, model, quiet) -> None:
         _check_free(dest, force)
         blob = _read(file)
         lz = codec.LMZip.for_file(blob, model)
-        bar = _Progress("decompressing", quiet)
-        try:
+        with _Progress("decompressing", quiet) as bar:
             data = lz.decompress(blob, progress=bar)
-        finally:
-            bar.close()
         _write(dest, data, force)
         if remove and file != "-" and dest != "-":
             os.unlink(file)
@@ -238,11 +243,8 @@ def verify(file, model, quiet) -> None:
 
     def go() -> None:
         blob = _read(file)
-        bar = _Progress("verifying", quiet)
-        try:
+        with _Progress("verifying", quiet) as bar:
             codec.LMZip.for_file(blob, model).decompress(blob, progress=bar)
-        finally:
-            bar.close()
         click.echo(f"{file}: OK")
 
     _run(go)
@@ -391,19 +393,9 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
         lm = codec.LMZip(model, device=device, dtype=dtype).lm
         rows = []
         for path in files:
-            bar = _Progress(f"bpc {os.path.basename(path)}", quiet)
-            try:
+            with _Progress(f"bpc {os.path.basename(path)}", quiet) as bar:
                 rows.append(measure_bpc.measure(lm, path, area, window, stride, method, batch_size, bar).as_dict())
-            finally:
-                bar.close()
-        if fmt == "json":
-            text = json.dumps(rows, indent=2) + "\n"
-        else:
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-            text = buf.getvalue()
+        text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else _csv(rows)
         _write(dest, text.encode(), force)
 
     _run(go)
@@ -437,10 +429,6 @@ def bench_command(paths, model, batch_size, chunk_tokens, no_lmzip, csv_path) ->
                 rows.append(benchmark.lmzip_row(lz, f))
         click.echo(benchmark.markdown(rows))
         if csv_path:
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-            _write(csv_path, buf.getvalue().encode(), force=True)
+            _write(csv_path, _csv(rows).encode(), force=True)
 
     _run(go)

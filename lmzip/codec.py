@@ -13,7 +13,7 @@ import torch
 import zstandard
 
 from . import chunking, container, engine, models
-from .chunking import Chunk, Kind
+from .chunking import Kind
 from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
 from .quantize import DEFAULT_PRECISION

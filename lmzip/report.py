@@ -55,7 +55,8 @@ def to_markdown(groups: dict[str, list[Fit]], title: str, notes: list[str] = ())
     return "\n".join(lines)
 
 
-def scatter(f: Fit, path: Path, title: str, xlabel: str = "BPC", excluded: dict[str, tuple[float, float]] = None) -> Path:
+def scatter(f: Fit, path: Path, title: str, xlabel: str = "BPC",
+            excluded: dict[str, tuple[float, float]] | None = None) -> Path:
     """Score against BPC with the fitted line, r and RMSE in the title, every model labelled."""
     import matplotlib
 
