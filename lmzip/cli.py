@@ -17,8 +17,8 @@ from . import codec, container, models  # noqa: E402
 from .errors import EXIT_CODES, InputError, LmzipError, OutputExistsError  # noqa: E402
 
 SUFFIX = ".lmz"
-EXIT_HELP = "Exit codes: 0 success, 2 usage error, " + ", ".join(
-    f"{code} {name.removesuffix('Error').lower()}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
+EXIT_HELP = "Exit codes: " + ", ".join(
+    f"{code} {what}" for code, what in sorted({0: "success", 2: "usage error", **EXIT_CODES}.items())
 ) + "."
 
 
