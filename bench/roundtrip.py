@@ -9,10 +9,11 @@ was decoded again, in a fresh codec, and compared byte for byte with its input.
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 
 import lmzip
-from common import CORPUS, corpus_files, provenance, write, write_csv
+from common import CORPUS, OUT, corpus_files, provenance, write, write_csv
 
 COLUMNS = ["file", "area", "bytes", "characters", "tokens", "chunks", "lmz_bytes", "bits_per_byte",
            "bits_per_char", "ce_bits", "ideal_bits", "payload_bits", "payload_over_ideal_pct",
@@ -54,9 +55,9 @@ def report(rows: list[dict], model: str, codec: lmzip.LMZip) -> None:
           "| payload over ideal | container bytes | compress s | decompress s | round trip |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        md.append(f"| {r['file']} | {r['bytes']} | {r['tokens']} | {r['lmz_bytes']} | {r['bits_per_byte']:.4f} | "
-                  f"{r['bits_per_char']:.4f} | {r['ce_bits']} | {r['ideal_bits']} | {r['payload_bits']} | "
-                  f"{r['payload_over_ideal_pct']:.4f}% | {r['container_bytes']} | {r['compress_s']} | "
+        md.append(f"| {r['file']} | {r['bytes']} | {r['tokens']} | {r['lmz_bytes']} | {float(r['bits_per_byte']):.4f} | "
+                  f"{float(r['bits_per_char']):.4f} | {r['ce_bits']} | {r['ideal_bits']} | {r['payload_bits']} | "
+                  f"{float(r['payload_over_ideal_pct']):.4f}% | {r['container_bytes']} | {r['compress_s']} | "
                   f"{r['decompress_s']} | {r['round_trip']} |")
     md += ["", provenance(), ""]
     write(f"roundtrip-{model}.md", "\n".join(md))
@@ -65,12 +66,19 @@ def report(rows: list[dict], model: str, codec: lmzip.LMZip) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
+    ap.add_argument("--resume", action="store_true", help="keep the rows of an earlier run, measure the rest")
+    ap.add_argument("--first", default="", help="comma-separated areas to measure before the others")
     args = ap.parse_args()
     codec = lmzip.LMZip(args.model)
-    rows = []
-    for path in corpus_files():
+    done = OUT / f"roundtrip-{args.model}.csv"
+    rows = list(csv.DictReader(open(done))) if args.resume and done.exists() else []
+    first = args.first.split(",")
+    todo = [p for p in corpus_files() if p.relative_to(CORPUS).as_posix() not in {r["file"] for r in rows}]
+    for path in sorted(todo, key=lambda p: first.index(p.parent.name) if p.parent.name in first else len(first)):
         rows.append(measure(codec, path))
         print(rows[-1], flush=True)
+        order = {p.relative_to(CORPUS).as_posix(): i for i, p in enumerate(corpus_files())}
+        rows.sort(key=lambda r: order[r["file"]])
         report(rows, args.model, codec)  # after every file, so a long run leaves what it measured
 
 

@@ -90,23 +90,31 @@ def lmzip_row(lz: LMZip, path: Path, area: str | None = None) -> dict:
     return measure(path, f"lmzip {lz.lm.name}", lz.compress, LMZip(lz.lm).decompress, area)
 
 
-def summary(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Bits per byte by compressor and area (total bits over total bytes), with an 'all' column."""
+def summary(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, float | None]]]:
+    """Bits per byte by compressor and area (total bits over total bytes), with an 'all' column.
+
+    A compressor that lacks some of an area's files gets None there, never a partial figure.
+    """
     areas = sorted({r["area"] for r in rows})
-    table: dict[str, dict[str, float]] = {}
+    files = {a: {r["file"] for r in rows if r["area"] == a} for a in areas}
+    table: dict[str, dict[str, float | None]] = {}
     for name in dict.fromkeys(r["compressor"] for r in rows):
         mine = [r for r in rows if r["compressor"] == name]
-        table[name] = {a: 8 * sum(r["compressed"] for r in mine if r["area"] == a)
-                       / max(sum(r["bytes"] for r in mine if r["area"] == a), 1) for a in areas}
-        table[name]["all"] = 8 * sum(r["compressed"] for r in mine) / sum(r["bytes"] for r in mine)
+        table[name] = {}
+        for a in areas + ["all"]:
+            part = [r for r in mine if a in ("all", r["area"])]
+            whole = set().union(*files.values()) if a == "all" else files[a]
+            covered = {r["file"] for r in part} == whole
+            table[name][a] = 8 * sum(r["compressed"] for r in part) / sum(r["bytes"] for r in part) if covered else None
     return areas + ["all"], table
 
 
 def markdown(rows: list[dict]) -> str:
     columns, table = summary(rows)
     lines = ["| compressor | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, values in sorted(table.items(), key=lambda kv: kv[1]["all"]):
-        lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
+    ranked = sorted(table.items(), key=lambda kv: (kv[1]["all"] is None, kv[1]["all"] or 0))
+    for name, values in ranked:
+        lines.append(f"| {name} | " + " | ".join("—" if values[c] is None else f"{values[c]:.3f}" for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -119,14 +127,14 @@ def chart(rows: list[dict], path: Path, title: str) -> Path:
     import numpy as np
 
     columns, table = summary(rows)
-    names = sorted(table, key=lambda n: -table[n]["all"])
+    names = sorted(table, key=lambda n: -(table[n]["all"] or 0))
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=150)
     width = 0.8 / len(names)
     cmap = plt.get_cmap("tab10")
     for i, name in enumerate(names):
         xs = np.arange(len(columns)) + (i - (len(names) - 1) / 2) * width
         color = "#c0392b" if name.startswith("lmzip") else cmap(i % 10)
-        ax.bar(xs, [table[name][c] for c in columns], width, label=name, color=color,
+        ax.bar(xs, [table[name][c] or 0 for c in columns], width, label=name, color=color,
                edgecolor="black" if name.startswith("lmzip") else "none", linewidth=0.6)
     ax.set_xticks(np.arange(len(columns)), columns)
     ax.set_ylabel("bits per byte (lower is better)")
