@@ -1,7 +1,7 @@
 """Batched incremental inference: the single computation that the encoder and the decoder share.
 
-A batch of chunks runs in lockstep, one token per row and step, through the model with a KV
-cache. Logits from incremental decoding depend on the batch size, on a row's position in the
+A batch of chunks runs in lockstep, one token per row and step, through the model with a
+preallocated KV cache (``transformer.Stepper``). Logits from incremental decoding depend on the batch size, on a row's position in the
 batch, on the thread count, the dtype and the kernels of the device, so they are not a
 function of the text alone (see docs/FORMAT.md, "Determinism"). The encoder therefore never
 takes a shortcut such as a teacher-forced pass: it runs exactly the step loop that the decoder
@@ -23,13 +23,19 @@ from . import coder
 from .errors import ReplayError
 from .models import LanguageModel
 from .quantize import frequencies, interval, lookup
+from .transformer import Stepper
 
 Progress = Callable[[int], None]
+
+# The revision of the step loop's arithmetic. Files record it; a decoder with another refuses,
+# because another order of operations gives other logits.
+ENGINE = "lockstep-static-kv/1"
 
 
 def environment(lm: LanguageModel) -> dict:
     """What, besides the model and the coding parameters, decides the logits bit for bit."""
     env = {
+        "engine": ENGINE,
         "device": lm.device.type,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -45,7 +51,7 @@ def environment(lm: LanguageModel) -> dict:
 def check_environment(recorded: dict, lm: LanguageModel) -> None:
     """Raise ReplayError where this process cannot rerun the recorded computation."""
     here = environment(lm)
-    for key in ("device", "device_name", "cpu_capability", "torch", "transformers"):
+    for key in ("engine", "device", "device_name", "cpu_capability", "torch", "transformers"):
         if recorded.get(key) != here.get(key):
             raise ReplayError(
                 f"cannot replay the encoder: file made with {key}={recorded.get(key)!r}, "
@@ -69,13 +75,12 @@ def _lockstep(lm: LanguageModel, rows: int, steps: int, precision: int) -> Gener
 
     Finished rows are fed the start token, by the encoder and the decoder alike.
     """
-    cache = transformers.DynamicCache()
-    x = torch.full((rows, 1), lm.start_token, dtype=torch.long, device=lm.device)
+    step = Stepper(lm.module, rows, steps)
+    x = torch.full((rows,), lm.start_token, dtype=torch.long, device=lm.device)
     with torch.inference_mode():
         for _ in range(steps):
-            logits = lm.module(input_ids=x, cache=cache, use_cache=True).logits[:, -1, :]
-            fed = yield logits, frequencies(logits, precision)
-            x = fed.view(rows, 1)
+            logits = step(x)
+            x = yield logits, frequencies(logits, precision)
 
 
 @dataclass

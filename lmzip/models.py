@@ -23,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import torch  # noqa: E402
 
 from .errors import ModelError  # noqa: E402
+from .transformer import check_supported  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -166,6 +167,7 @@ def load(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None
         else:
             names = ", ".join(REGISTRY)
             raise ModelError(f"unknown model '{spec}': not a registry name ({names}), a model directory or a .gguf file")
+    check_supported(module)
     fp = fingerprint(module, tokenizer)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)

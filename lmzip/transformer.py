@@ -1,0 +1,106 @@
+"""The model's forward pass, one lockstep token a step, over a preallocated KV cache.
+
+The engine advances every row of a batch by one token a step, so all rows always sit at the
+same position. That makes incremental inference simple and cheap:
+
+- the KV cache is allocated once for the whole batch, ``(rows, kv heads, steps, head dim)`` a
+  layer, and each step writes one slot: no tensor grows or is copied as the context lengthens;
+- one ``(cos, sin)`` pair a step serves every row, and attention needs no mask: a row attends
+  to the first ``t + 1`` slots (the last ``sliding_window`` of them in a sliding layer).
+
+The arithmetic is the model's own: the projections, norms, MLPs and rotary tables are the
+transformers modules themselves. Only the cache and the wiring around attention are written
+here. Supported families: Llama (also Mistral without a sliding window, and Qwen2 with its
+attention bias) and Gemma 3.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelError
+
+SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text")
+
+
+def check_supported(module: torch.nn.Module) -> None:
+    """Raise ModelError unless ``Stepper`` can run this architecture exactly."""
+    config = module.config
+    if config.model_type not in SUPPORTED:
+        raise ModelError(f"architecture '{config.model_type}' is not supported (lmzip runs: {', '.join(SUPPORTED)})")
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        raise ModelError(f"architecture '{config.model_type}' with attention logit soft-capping is not supported")
+    if config.model_type == "mistral" and getattr(config, "sliding_window", None):
+        raise ModelError("Mistral with a sliding window is not supported")
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class Stepper:
+    """Feed ``rows`` streams one token each per call, for at most ``steps`` calls; return the next-token logits."""
+
+    def __init__(self, module: torch.nn.Module, rows: int, steps: int) -> None:
+        check_supported(module)
+        self.module = module
+        self.config = config = module.config
+        self.rows = rows
+        self.t = 0
+        self.layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+        self.sandwich = hasattr(module.model.layers[0], "pre_feedforward_layernorm")  # Gemma 3's four norms
+        attn = module.model.layers[0].self_attn
+        weight = attn.k_proj.weight
+        self.head_dim = attn.head_dim
+        self.kv_heads = attn.k_proj.out_features // self.head_dim
+        shape = (config.num_hidden_layers, rows, self.kv_heads, steps, self.head_dim)
+        self.k = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+        self.v = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+
+    def _rope(self, h: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        position = torch.full((1, 1), self.t, dtype=torch.long, device=h.device)
+        rotary = self.module.model.rotary_emb
+        if self.config.model_type == "gemma3_text":
+            return {kind: rotary(h, position, kind) for kind in set(self.layer_types)}
+        return {"full_attention": rotary(h, position)}
+
+    def _attention(self, i: int, layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor,
+                   sin: torch.Tensor) -> torch.Tensor:
+        a, t, d = layer.self_attn, self.t, self.head_dim
+        q = a.q_proj(x).view(self.rows, -1, 1, d)
+        k = a.k_proj(x).view(self.rows, self.kv_heads, 1, d)
+        v = a.v_proj(x).view(self.rows, self.kv_heads, 1, d)
+        if hasattr(a, "q_norm"):
+            q, k = a.q_norm(q), a.k_norm(k)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        self.k[i, :, :, t : t + 1] = k
+        self.v[i, :, :, t : t + 1] = v
+        first = max(0, t + 1 - a.sliding_window) if getattr(a, "sliding_window", None) else 0
+        out = F.scaled_dot_product_attention(q, self.k[i, :, :, first : t + 1], self.v[i, :, :, first : t + 1],
+                                             scale=a.scaling, enable_gqa=True)
+        return a.o_proj(out.reshape(self.rows, -1))
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` ``(rows,)`` at the current position; returns ``(rows, vocab)`` logits for the next."""
+        if self.t >= self.k.shape[3]:
+            raise IndexError("the KV cache is full")
+        model = self.module.model
+        h = model.embed_tokens(tokens)
+        rope = self._rope(h)
+        for i, layer in enumerate(model.layers):
+            cos, sin = rope[self.layer_types[i]]
+            y = self._attention(i, layer, layer.input_layernorm(h), cos[0], sin[0])
+            if self.sandwich:
+                h = h + layer.post_attention_layernorm(y)
+                h = h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+            else:
+                h = h + y
+                h = h + layer.mlp(layer.post_attention_layernorm(h))
+        logits = self.module.lm_head(model.norm(h))
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        self.t += 1
+        return logits

@@ -1,0 +1,66 @@
+"""The lockstep step loop computes each supported architecture's own forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from lmzip.errors import ModelError
+from lmzip.transformer import Stepper, check_supported
+
+VOCAB, STEPS, ROWS = 300, 40, 3
+
+
+def _llama():
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+
+
+def _qwen2():  # attention projections with a bias
+    return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+
+
+def _gemma3():
+    """Sliding layers with a window much shorter than the run, q/k norms, four norms a layer, logit soft-capping."""
+    model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, sliding_window=8, query_pre_attn_scalar=16,
+        final_logit_softcapping=30.0))
+    with torch.no_grad():  # Gemma norms initialise to zero (scale 1); make them matter
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("build", [_llama, _qwen2, _gemma3], ids=["llama", "qwen2", "gemma3"])
+def test_stepper_matches_the_full_forward_pass(build):
+    torch.manual_seed(0)
+    model = build().eval()
+    ids = torch.randint(0, VOCAB, (ROWS, STEPS))
+    with torch.inference_mode():
+        reference = model(input_ids=ids).logits
+        step = Stepper(model, ROWS, STEPS)
+        stepped = torch.stack([step(ids[:, t]) for t in range(STEPS)], dim=1)
+    # Not bit-equal (other kernels and order of operations), but the same function of the tokens.
+    assert torch.allclose(stepped, reference, atol=1e-5, rtol=1e-4)
+    assert (stepped.argmax(-1) == reference.argmax(-1)).all()
+
+
+def test_stepper_refuses_to_run_past_its_cache():
+    step = Stepper(_llama().eval(), 1, 2)
+    with torch.inference_mode():
+        step(torch.tensor([1]))
+        step(torch.tensor([2]))
+        with pytest.raises(IndexError):
+            step(torch.tensor([3]))
+
+
+def test_unsupported_architecture_is_named():
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(ModelError, match="gpt2"):
+        check_supported(gpt2)
