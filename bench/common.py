@@ -38,17 +38,17 @@ def provenance() -> str:
     ])
 
 
-def write_csv(name: str, rows: list[dict], columns: list[str] | None = None) -> Path:
+def write_csv(name: str, rows: list[dict], columns: list[str] | None = None, out: Path = OUT) -> Path:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns or list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    return write(name, buf.getvalue())
+    return write(name, buf.getvalue(), out)
 
 
-def write(name: str, text: str) -> Path:
-    OUT.mkdir(exist_ok=True)
-    path = OUT / name
+def write(name: str, text: str, out: Path = OUT) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
     path.write_text(text)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return path

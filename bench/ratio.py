@@ -44,7 +44,7 @@ def main() -> None:
     text = readme.read_text()
     block = (f"<!-- bench:ratio -->\n{note}\n\n{table}\n\n"
              "(`python bench/ratio.py`; details in benchmarks/ratio.md)\n<!-- /bench -->")
-    readme.write_text(re.sub(r"<!-- bench:ratio -->.*?<!-- /bench -->", lambda _: block, text, flags=re.S))
+    readme.write_text(re.sub(r"<!-- bench:ratio -->.*?<!-- /bench -->", lambda _: block, text, flags=re.DOTALL))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ import click
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's own progress bars; ours is on stderr
 
-from . import codec, container, models  # noqa: E402
-from .errors import EXIT_CODES, InputError, LmzipError, OutputExistsError  # noqa: E402
+from . import codec, container, models
+from .errors import EXIT_CODES, InputError, LmzipError, OutputExistsError
 
 SUFFIX = ".lmz"
 EXIT_HELP = "Exit codes: " + ", ".join(
@@ -252,7 +252,7 @@ def info(file, as_json) -> None:
         size, chars = h["original"]["size"], h["original"]["characters"]
         if as_json:
             entries = [{"kind": e.kind.name, "tokens": e.tokens, "raw_size": e.raw_size,
-                        "payload_size": e.payload_size, "crc32": e.crc} for e in archive.entries]
+                        "payload_bits": e.payload_bits, "crc32": e.crc} for e in archive.entries]
             click.echo(json.dumps({"header": h, "file_size": len(blob), "chunks": entries}, indent=2))
             return
         kinds = {k: sum(e.kind.name == k for e in archive.entries) for k in ("LM", "ZSTD", "STORED")}

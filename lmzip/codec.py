@@ -5,10 +5,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import hashlib
 import io
 import os
 import tempfile
-import hashlib
 import time
 import zlib
 from collections.abc import Callable
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import zstandard
 
-from . import chunking, container, engine, models
+from . import chunking, coder, container, engine, models
 from .chunking import Kind
 from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
@@ -68,7 +68,7 @@ class Stats:
         rows += [
             ("float cross-entropy", self.ce_bits, "lmzip's chunks: context restarts at each chunk"),
             ("quantised ideal", self.ideal_bits, "integer tables: min frequency 1, rounding"),
-            ("payload written", float(self.payload_bits), "range coder: truncation and one flush byte a chunk"),
+            ("payload written", float(self.payload_bits), "range coder: truncation, under two bits a chunk to end it"),
             ("+ fallback chunks", float(self.payload_bits + 8 * self.fallback_bytes), "zstd or stored non-text"),
             ("= file", float(8 * self.output_bytes), "header and chunk table"),
         ]
@@ -144,7 +144,7 @@ class LMZip:
                 ce += float(done.ce_bits.sum())
                 ideal += float(done.ideal_bits.sum())
         archive = container.Archive(self._header(data, env), [
-            container.Entry(c.kind, len(c.tokens or ()), len(c.raw), len(c.payload), zlib.crc32(c.raw))
+            container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
             for c in chunks
         ], [c.payload for c in chunks])
         blob = archive.to_bytes()
@@ -154,7 +154,7 @@ class LMZip:
             characters=characters(data),
             tokens=sum(len(c.tokens) for c in lm_chunks), lm_chunks=len(lm_chunks),
             fallback_chunks=len(chunks) - len(lm_chunks), ce_bits=ce, ideal_bits=ideal,
-            payload_bits=8 * sum(len(c.payload) for c in lm_chunks),
+            payload_bits=sum(_bits(c) for c in lm_chunks),
             fallback_bytes=sum(len(c.payload) for c in chunks if c.kind != Kind.LM),
             container_bytes=archive.container_bytes, seconds=time.perf_counter() - began,
         )
@@ -228,6 +228,11 @@ class LMZip:
         return data
 
 
+def _bits(chunk: chunking.Chunk) -> int:
+    """A coded chunk is stored up to its last 1 bit; zstd and stored chunks whole."""
+    return coder.bit_length(chunk.payload) if chunk.kind == Kind.LM else 8 * len(chunk.payload)
+
+
 def _unzstd(payload: bytes, size: int, index: int) -> bytes:
     try:
         return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
@@ -270,7 +275,7 @@ class _Writer(io.BytesIO):
         super().close()
 
 
-def open(path, mode: str = "rb", model: str = models.DEFAULT_MODEL, **options) -> io.BytesIO:  # noqa: A001
+def open(path, mode: str = "rb", model: str = models.DEFAULT_MODEL, **options) -> io.BytesIO:
     """Like ``gzip.open`` for binary modes: 'rb' returns the decoded bytes as a file object; 'wb'
     buffers what is written and compresses it into ``path`` on close."""
     if mode in ("r", "rb"):

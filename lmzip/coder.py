@@ -2,10 +2,11 @@
 
 A 64-bit range coder with byte-wise renormalisation. The interval is kept at 2^56 or more, so
 with a frequency total of 2^precision (precision <= 32) the truncation of ``range / total``
-costs at most 2^-24 of a bit a symbol; in practice the output is the ideal
-sum of -log2(freq / total) plus one flush byte. Carries are propagated into the bytes already
-written, so the stream is a plain big-endian fraction in [0, 1): the decoder reads zeros past
-its end and needs no length other than the symbol count.
+costs at most 2^-24 of a bit a symbol. Carries are propagated into the bytes already written,
+so the stream is a plain big-endian fraction in [0, 1): the decoder reads zeros past its end
+and needs no length other than the symbol count. The encoder ends each stream on the shortest
+fraction inside its final interval: stored to its last 1 bit (``bit_length``; the container
+does), a stream costs the ideal sum of -log2(freq / total) plus at most two bits.
 
 The interface is split, as in constriction: encoding consumes (start, freq) pairs; decoding
 first asks for each stream's *target* in [0, total), lets the caller find the symbol whose
@@ -59,15 +60,32 @@ def _encode_rows(starts, freqs, lengths, precision, out, sizes):
                 low = low << _U8
                 rng = rng << _U8
         if lengths[row] > 0:
-            # rng >= 2^56, so [low, low + rng) holds a multiple of 2^56: one byte names it.
-            mask = _TOP - np.uint64(1)
-            up = (np.uint64(0) - low) & mask
+            # End on the point of [low, low + rng) with the most trailing zero bits, and drop
+            # the zero bytes: the stream then ends at its last 1 bit (see ``bit_length``).
+            up = np.uint64(0)
+            for k in range(64, 0, -1):
+                cand = (np.uint64(0) - low) & (_FULL >> np.uint64(64 - k))
+                if cand < rng:
+                    up = cand
+                    break
             new = low + up
             if new < low:
                 _carry(out[row], pos)
-            out[row, pos] = np.uint8(new >> _U56)
-            pos += 1
+            while new:
+                out[row, pos] = np.uint8(new >> _U56)
+                pos += 1
+                new = new << _U8
+            while pos > 0 and out[row, pos - 1] == 0:
+                pos -= 1
         sizes[row] = pos
+
+
+def bit_length(stream: bytes) -> int:
+    """Bits up to and including the stream's last 1 bit; the decoder reads zeros after them."""
+    if not stream:
+        return 0
+    last = stream[-1]
+    return 8 * len(stream) - ((last & -last).bit_length() - 1)
 
 
 def encode(starts: np.ndarray, freqs: np.ndarray, lengths: np.ndarray, precision: int) -> list[bytes]:
@@ -82,8 +100,8 @@ def encode(starts: np.ndarray, freqs: np.ndarray, lengths: np.ndarray, precision
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     if starts.ndim != 2 or starts.shape != freqs.shape or lengths.shape != (starts.shape[0],):
         raise ValueError("starts and freqs must be (B, L) and lengths (B,)")
-    # A symbol emits at most precision / 8 + 1 bytes; the flush one more.
-    out = np.zeros((starts.shape[0], starts.shape[1] * (precision // 8 + 2) + 2), dtype=np.uint8)
+    # A symbol emits at most precision / 8 + 1 bytes; the end at most 8 more.
+    out = np.zeros((starts.shape[0], starts.shape[1] * (precision // 8 + 1) + 8), dtype=np.uint8)
     sizes = np.zeros(starts.shape[0], dtype=np.int64)
     _encode_rows(starts, freqs, lengths, p, out, sizes)
     return [out[b, : sizes[b]].tobytes() for b in range(starts.shape[0])]

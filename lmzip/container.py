@@ -1,9 +1,12 @@
-"""The .lmz container, format version 1 (specified in docs/FORMAT.md).
+"""The .lmz container, format version 2 (specified in docs/FORMAT.md).
 
     magic (8) | version u16 | header length u32 | header | CRC32 of all before (u32)
-    chunk table: varint count, then per chunk varint kind, tokens, raw length, payload length,
-                 and the CRC32 of the chunk's original bytes (u32) | CRC32 of the table (u32)
-    payloads, concatenated
+    chunk table: varint count, then per chunk varint kind, tokens, raw length, payload length
+                 in bits, and the CRC32 of the chunk's original bytes (u32) | CRC32 of the table (u32)
+    payloads, concatenated bit by bit (most significant first), zero-padded to a whole byte
+
+Payloads are measured in bits because a range-coded chunk ends at its last 1 bit (the decoder
+reads zeros after it): packing to the bit saves about 3.5 bits a chunk over byte alignment.
 
 The header is JSON, raw-deflated against a fixed preset dictionary (``HEADER_DICTIONARY``,
 which is part of the format): about 100 bytes instead of 430. It makes a file self-describing:
@@ -22,13 +25,14 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
 _FIXED = struct.Struct("<8sHI")
 HEADER_DICTIONARY = (
     b'{"coding":{"batch_size":64,"chunk_tokens":512,"coder":"range64","dtype":"float32","bfloat16",'
     b'"precision":30,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
     b'"vocab":49152},"original":{"characters":,"sha256":"","size":},"replay":{"cpu_capability":"AVX2",'
-    b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","threads":2,"torch":"2.13.0+cpu",'
+    b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","engine":"lockstep-static-kv/1",'
+    b'"threads":2,"torch":"2.13.0+cpu",'
     b'"transformers":"5.24.0"}}'
 )
 
@@ -55,7 +59,7 @@ class Entry:
     kind: Kind
     tokens: int
     raw_size: int
-    payload_size: int
+    payload_bits: int
     crc: int
 
 
@@ -78,13 +82,37 @@ class Archive:
     def _table(self) -> bytes:
         table = bytearray(_varint(len(self.entries)))
         for e in self.entries:
-            for v in (int(e.kind), e.tokens, e.raw_size, e.payload_size):
+            for v in (int(e.kind), e.tokens, e.raw_size, e.payload_bits):
                 table += _varint(v)
             table += struct.pack("<I", e.crc)
         return bytes(table) + struct.pack("<I", zlib.crc32(table))
 
     def to_bytes(self) -> bytes:
-        return self._head() + self._table() + b"".join(self.payloads)
+        return self._head() + self._table() + _pack(self.payloads, [e.payload_bits for e in self.entries])
+
+
+def _pack(payloads: list[bytes], bits: list[int]) -> bytes:
+    """The first ``bits[i]`` bits of each payload, back to back, zero-padded to a whole byte."""
+    out = bytearray()
+    acc = held = 0  # bits not yet written out, and how many
+    for payload, n in zip(payloads, bits):
+        acc = (acc << n) | (int.from_bytes(payload, "big") >> (8 * len(payload) - n))
+        held += n
+        whole = held // 8
+        out += (acc >> (held - 8 * whole)).to_bytes(whole, "big")
+        held -= 8 * whole
+        acc &= (1 << held) - 1
+    if held:
+        out += (acc << (8 - held)).to_bytes(1, "big")
+    return bytes(out)
+
+
+def _unpack(area: bytes, offset: int, n: int) -> bytes:
+    """``n`` bits from bit ``offset`` of ``area``, left-aligned in whole bytes (zeros after them)."""
+    first, end = offset // 8, -(-(offset + n) // 8)
+    v = (int.from_bytes(area[first:end], "big") >> (8 * (end - first) - (offset - 8 * first) - n)) & ((1 << n) - 1)
+    size = -(-n // 8)
+    return (v << (8 * size - n)).to_bytes(size, "big")
 
 
 def _varint(v: int) -> bytes:
@@ -143,17 +171,24 @@ def parse(blob: bytes) -> Archive:
     r = _Reader(blob, pos)
     entries = []
     for _ in range(r.varint("chunk table")):
-        kind, tokens, raw_size, payload_size = (r.varint("chunk table") for _ in range(4))
+        kind, tokens, raw_size, payload_bits = (r.varint("chunk table") for _ in range(4))
         (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
         if kind not in Kind._value2member_map_:
             raise ChecksumError(f"damaged lmzip file: unknown chunk kind {kind}")
-        entries.append(Entry(Kind(kind), tokens, raw_size, payload_size, crc))
+        if kind != Kind.LM and payload_bits % 8:
+            raise ChecksumError(f"damaged lmzip file: a {Kind(kind).name} chunk of {payload_bits} bits")
+        entries.append(Entry(Kind(kind), tokens, raw_size, payload_bits, crc))
     (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
     if zlib.crc32(blob[pos : r.pos - 4]) != crc:
         raise ChecksumError("damaged lmzip file: chunk table checksum mismatch")
-    payloads = [r.take(e.payload_size, f"payload of chunk {i}") for i, e in enumerate(entries)]
+    total = sum(e.payload_bits for e in entries)
+    area = r.take(-(-total // 8), "payloads")
     if r.pos != len(blob):
         raise ChecksumError(f"damaged lmzip file: {len(blob) - r.pos} unexpected bytes after the last chunk")
+    offsets = [0]
+    for e in entries:
+        offsets.append(offsets[-1] + e.payload_bits)
+    payloads = [_unpack(area, offsets[i], e.payload_bits) for i, e in enumerate(entries)]
     if sum(e.raw_size for e in entries) != header["original"]["size"]:
         raise ChecksumError("damaged lmzip file: chunk sizes do not add up to the original size")
     return Archive(header, entries, payloads)

@@ -20,10 +20,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import torch  # noqa: E402
+import torch
 
-from .errors import ModelError  # noqa: E402
-from .transformer import check_supported  # noqa: E402
+from .errors import ModelError
+from .transformer import check_supported
 
 DEFAULT_MODEL = "smollm2-135m"
 

@@ -1,0 +1,315 @@
+"""Throughput against the machine's roofline, and the ratio/speed trade-off behind the defaults.
+
+    python bench/speed.py [--model smollm2-135m] [--device cpu] [--out benchmarks]
+
+1. Roofline: sustained matmul FLOP/s of this machine in fp32, bf16 and int8, and from the
+   model's FLOPs a token (its linear layers plus attention at the mean context) the tokens/s
+   ceiling. Every throughput below is also given as a fraction of that ceiling.
+2. Compute paths: float cross-entropy of a sample (teacher-forced, 512-token windows) and the
+   lockstep step rate at batch 64, in fp32, bf16 and int8 (torch dynamic quantisation of every
+   linear layer): what a faster mode would cost in bits.
+3. Batch size: real compress and decompress runs (each decoded and compared) of prose cut to
+   fill exactly B chunks of ``--batch-chunk`` tokens; tokens/s, bytes/s and peak RSS.
+4. Chunk length: the same at batch ``--chunk-batch`` for each chunk length, beside the float
+   bits/byte of one sample per corpus area chunked at that length.
+
+Writes speed.csv, speed.md and speed.png into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from common import CORPUS, ROOT, provenance, write, write_csv
+
+import lmzip
+from lmzip import chunking
+from lmzip.chunking import Kind
+from lmzip.transformer import Stepper
+
+SAMPLES = ["prose/alice29.txt", "web/html", "code/click_core.py", "math/hott_basics.tex"]
+
+
+def matmul_flops(dtype: torch.dtype, n: int, device: torch.device, repeats: int = 3) -> float:
+    """Best-of-``repeats`` FLOP/s of an n x n x n matmul (int8: torch's dynamic-quantised linear)."""
+    a = torch.randn(n, n, device=device)
+    if dtype == torch.int8:
+        layer = _int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)))
+        run = lambda: layer(a)
+    else:
+        a, b = a.to(dtype), torch.randn(n, n, device=device, dtype=dtype)
+        run = lambda: a @ b
+    best = math.inf
+    with torch.inference_mode():
+        run()
+        for _ in range(repeats):
+            _sync(device)
+            began = time.perf_counter()
+            run()
+            _sync(device)
+            best = min(best, time.perf_counter() - began)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _int8(module: torch.nn.Module) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def flops_per_token(module: torch.nn.Module, context: float) -> float:
+    """2 FLOPs a weight of every linear layer, plus q.k and attention-weighted v over ``context`` keys."""
+    linear = sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+    attn = module.model.layers[0].self_attn
+    width = attn.q_proj.out_features  # heads x head dim
+    return 2 * linear + 4 * len(module.model.layers) * width * context
+
+
+@torch.inference_mode()
+def float_bits(module, lm, texts: dict[str, bytes], chunk_tokens: int) -> float:
+    """Float cross-entropy in bits of the texts, chunked by lmzip's chunker at ``chunk_tokens``."""
+    bits = 0.0
+    for data in texts.values():
+        for c in chunking.split(data, lm.tokenizer, chunk_tokens):
+            if c.kind != Kind.LM:
+                bits += 8 * len(c.payload)
+                continue
+            ids = torch.tensor([[lm.start_token, *c.tokens]], device=lm.device)
+            logits = module(input_ids=ids[:, :-1]).logits[0].float()
+            bits -= float(torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).sum()) / math.log(2)
+    return bits
+
+
+@torch.inference_mode()
+def step_rate(module, lm, rows: int, steps: int) -> float:
+    """Tokens/s of the lockstep step loop at ``rows`` rows, over ``steps`` steps from the start."""
+    step = Stepper(module, rows, steps)
+    x = torch.full((rows,), lm.start_token, device=lm.device)
+    step(x)  # warm-up
+    step = Stepper(module, rows, steps)
+    _sync(lm.device)
+    began = time.perf_counter()
+    for _ in range(steps):
+        step(x)
+    _sync(lm.device)
+    return rows * steps / (time.perf_counter() - began)
+
+
+class PeakRSS:
+    """The highest resident set size (bytes) seen while the block runs, sampled every 20 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak, self._stop = _rss(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def prose_tokens(lm) -> list[int]:
+    text = "".join((CORPUS / "prose" / name).read_text(encoding="utf-8") for name in ("alice29.txt", "asyoulik.txt"))
+    return lm.tokenizer.encode(text, add_special_tokens=False)
+
+
+def coding_run(lm, tokens: list[int], batch: int, chunk: int) -> dict:
+    """Compress then decompress text that fills ``batch`` chunks of ``chunk`` tokens; verify; time both."""
+    need = int(batch * chunk * 0.97)  # re-tokenising a chunk's text can add a token or two
+    data = lm.tokenizer.decode((tokens * (need // len(tokens) + 1))[:need]).encode()
+    codec = lmzip.LMZip(lm, batch_size=batch, chunk_tokens=chunk)
+    with PeakRSS() as mem_c:
+        began = time.perf_counter()
+        blob = codec.compress(data)
+        compress_s = time.perf_counter() - began
+    stats = codec.last_stats
+    if stats.lm_chunks > batch:
+        raise SystemExit(f"batch {batch} x chunk {chunk}: {stats.lm_chunks} chunks do not fit one batch")
+    with PeakRSS() as mem_d:
+        began = time.perf_counter()
+        back = codec.decompress(blob)
+        decompress_s = time.perf_counter() - began
+    if back != data:
+        raise SystemExit(f"round trip FAILED at batch {batch}, chunk {chunk}")
+    return {
+        "batch": batch, "chunk_tokens": chunk, "chunks": stats.lm_chunks, "tokens": stats.tokens,
+        "bytes": len(data), "bits_per_byte": round(stats.bits_per_byte, 4),
+        "compress_tok_s": round(stats.tokens / compress_s, 1), "decompress_tok_s": round(stats.tokens / decompress_s, 1),
+        "compress_B_s": round(len(data) / compress_s), "decompress_B_s": round(len(data) / decompress_s),
+        "peak_rss_mb": round(max(mem_c.peak, mem_d.peak) / 2**20),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--batches", default="1,8,32,64,128", help="batch sizes of the batch sweep")
+    ap.add_argument("--batch-chunk", type=int, default=128, help="chunk tokens in the batch sweep")
+    ap.add_argument("--chunks", default="128,512,1024", help="chunk lengths of the chunk sweep")
+    ap.add_argument("--chunk-batch", type=int, default=8, help="batch size in the chunk sweep")
+    ap.add_argument("--ratio-chunks", default="128,256,512,1024,2048", help="chunk lengths for bits/byte")
+    ap.add_argument("--sample-bytes", type=int, default=8000, help="bytes a corpus area for bits/byte")
+    ap.add_argument("--path-bytes", type=int, default=600, help="bytes a corpus area for the compute paths")
+    ap.add_argument("--paths", default="float32,bfloat16,int8")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    args = ap.parse_args()
+    ints = lambda s: [int(x) for x in s.split(",") if x]
+
+    lm = lmzip.load(args.model, device=args.device)
+    device = lm.device
+
+    # 1. Roofline
+    peak = {}
+    for name in args.paths.split(","):
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}[name]
+        if dtype == torch.int8 and device.type == "cuda":
+            continue  # torch's dynamic int8 linear is CPU-only
+        n = 512 if dtype == torch.bfloat16 and device.type == "cpu" else 2048  # bf16 without AVX512-BF16 crawls
+        peak[name] = matmul_flops(dtype, n, device)
+        print(f"matmul {name}: {peak[name] / 1e9:.1f} GFLOP/s", flush=True)
+    own = str(lm.dtype).removeprefix("torch.")
+
+    def ceiling(context: float) -> float:
+        return peak[own] / flops_per_token(lm.module, context)
+
+    # 2. Compute paths
+    texts = {name: (CORPUS / name).read_bytes()[: args.path_bytes] for name in SAMPLES}
+    path_rows = []
+    for name in peak:
+        module = lm.module if name == own else (
+            _int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
+        bits = float_bits(module, lm, texts, 512)
+        rate = step_rate(module, lm, 64, 2 if name == "bfloat16" and device.type == "cpu" else 8)
+        path_rows.append({"path": name, "matmul_gflop_s": round(peak[name] / 1e9, 1),
+                          "bits_per_byte": round(bits / sum(map(len, texts.values())), 4),
+                          "step_tok_s_b64": round(rate, 1)})
+        print(path_rows[-1], flush=True)
+        del module
+
+    # 3 and 4. Coding runs
+    tokens = prose_tokens(lm)
+    runs = []
+    for b in ints(args.batches):
+        runs.append({"sweep": "batch", **coding_run(lm, tokens, b, args.batch_chunk)})
+        print(runs[-1], flush=True)
+    for c in ints(args.chunks):
+        runs.append({"sweep": "chunk", **coding_run(lm, tokens, args.chunk_batch, c)})
+        print(runs[-1], flush=True)
+    for r in runs:
+        top = ceiling(r["chunk_tokens"] / 2)
+        r["ceiling_tok_s"] = round(top, 1)
+        r["compress_of_ceiling"] = round(r["compress_tok_s"] / top, 3)
+        r["decompress_of_ceiling"] = round(r["decompress_tok_s"] / top, 3)
+
+    texts = {name: (CORPUS / name).read_bytes()[: args.sample_bytes] for name in SAMPLES}
+    ratio = {c: float_bits(lm.module, lm, texts, c) / sum(map(len, texts.values())) for c in ints(args.ratio_chunks)}
+    print("bits/byte by chunk:", ratio, flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv("speed.csv", runs, out=args.out)
+    write_csv("speed-paths.csv", path_rows, out=args.out)
+    write_csv("speed-chunks.csv", [{"chunk_tokens": c, "bits_per_byte": round(v, 4),
+                                    "vs_best_pct": round(100 * (v / min(ratio.values()) - 1), 2)}
+                                   for c, v in ratio.items()], out=args.out)
+    plot(runs, ratio, ceiling(args.batch_chunk / 2), args, args.out / "speed.png")
+    write("speed.md", markdown(runs, path_rows, ratio, peak, lm, args), out=args.out)
+
+
+def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
+    best = min(ratio.values())
+    md = [f"# Speed of {args.model} on {lm.device.type}", "",
+          "## Roofline", "",
+          "Sustained matmul rate (best of 3 square matmuls) and the tokens/s ceiling it implies: "
+          f"{flops_per_token(lm.module, 0) / 1e6:.0f} MFLOP a token in the linear layers, plus attention over the "
+          "mean context (half the chunk length).", "",
+          "| dtype | matmul GFLOP/s | ceiling tok/s, chunk 128 | ceiling tok/s, chunk 512 |",
+          "|---|---:|---:|---:|"]
+    for name, flops in peak.items():
+        md.append(f"| {name} | {flops / 1e9:.1f} | {flops / flops_per_token(lm.module, 64):.0f} | "
+                  f"{flops / flops_per_token(lm.module, 256):.0f} |")
+    md += ["", "## Compute paths", "",
+           f"Float bits/byte on the first {args.path_bytes} bytes of {', '.join(SAMPLES)} (512-token chunks), and "
+           "the lockstep step rate at batch 64. A faster path is worth offering only if it keeps the bits.", "",
+           "| path | matmul GFLOP/s | bits/byte | step tok/s, B=64 |", "|---|---:|---:|---:|"]
+    for r in path_rows:
+        md.append(f"| {r['path']} | {r['matmul_gflop_s']} | {r['bits_per_byte']:.4f} | {r['step_tok_s_b64']} |")
+    for sweep, title in (("batch", f"## Batch size (chunk {args.batch_chunk} tokens)"),
+                         ("chunk", f"## Chunk length (batch {args.chunk_batch})")):
+        md += ["", title, "",
+               "Real compress and decompress runs, each decoded and compared; ceiling = the roofline at this "
+               "chunk's mean context.", "",
+               "| batch | chunk | tokens | compress tok/s | decompress tok/s | compress B/s | decompress B/s "
+               "| of ceiling (c/d) | peak RSS MB |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in (r for r in runs if r["sweep"] == sweep):
+            md.append(f"| {r['batch']} | {r['chunk_tokens']} | {r['tokens']} | {r['compress_tok_s']} | "
+                      f"{r['decompress_tok_s']} | {r['compress_B_s']} | {r['decompress_B_s']} | "
+                      f"{100 * r['compress_of_ceiling']:.0f}% / {100 * r['decompress_of_ceiling']:.0f}% | "
+                      f"{r['peak_rss_mb']} |")
+    md += ["", "## Ratio against chunk length", "",
+           f"Float bits/byte of the first {args.sample_bytes} bytes of each of {', '.join(SAMPLES)}, chunked by "
+           "lmzip's chunker (the quantised payload tracks it to within 0.01%).", "",
+           "| chunk tokens | bits/byte | vs best |", "|---:|---:|---:|"]
+    md += [f"| {c} | {v:.4f} | +{100 * (v / best - 1):.2f}% |" for c, v in ratio.items()]
+    md += ["", "![speed](speed.png)", "", provenance(), ""]
+    return "\n".join(md)
+
+
+def plot(runs, ratio, ceiling_tok_s, args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    batch = [r for r in runs if r["sweep"] == "batch"]
+    xs = [r["batch"] for r in batch]
+    left.plot(xs, [r["compress_tok_s"] for r in batch], "o-", label="compress")
+    left.plot(xs, [r["decompress_tok_s"] for r in batch], "s-", label="decompress")
+    left.axhline(ceiling_tok_s, color="k", ls="--", label=f"roofline ({ceiling_tok_s:.0f} tok/s)")
+    left.set(xscale="log", xlabel="batch size (chunks coded in lockstep)", ylabel="tokens/s",
+             title=f"throughput, chunk {args.batch_chunk} tokens")
+    left.set_xticks(xs, [str(x) for x in xs])
+    left.legend()
+    cs = list(ratio)
+    right.plot(cs, [ratio[c] for c in cs], "o-", color="C2")
+    right.set(xscale="log", xlabel="chunk tokens", ylabel="float bits/byte", title="ratio against chunk length")
+    right.set_xticks(cs, [str(c) for c in cs])
+    chunk = [r for r in runs if r["sweep"] == "chunk"]
+    if chunk:
+        twin = right.twinx()
+        twin.plot([r["chunk_tokens"] for r in chunk], [r["compress_tok_s"] for r in chunk], "^--", color="C3")
+        twin.set_ylabel(f"compress tokens/s at batch {args.chunk_batch}", color="C3")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
