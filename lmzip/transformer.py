@@ -52,7 +52,7 @@ class Stepper:
         self.layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
         self.sandwich = hasattr(module.model.layers[0], "pre_feedforward_layernorm")  # Gemma 3's four norms
         attn = module.model.layers[0].self_attn
-        weight = attn.k_proj.weight
+        weight = module.model.embed_tokens.weight  # the activations' dtype, also under quantised linear layers
         self.head_dim = attn.head_dim
         self.kv_heads = attn.k_proj.out_features // self.head_dim
         shape = (config.num_hidden_layers, rows, self.kv_heads, steps, self.head_dim)
