@@ -37,6 +37,6 @@ else
 fi
 
 set -o pipefail
-(cd bench && timeout 240 "$PY" roundtrip.py --device "$device" --out "$OUT" "${roundtrip[@]}") 2>&1 | tee "$OUT/roundtrip.log"
-(cd bench && timeout 240 "$PY" speed.py --device "$device" --out "$OUT" "${speed[@]}") 2>&1 | tee "$OUT/speed.log"
+(cd bench && timeout 270 "$PY" roundtrip.py --device "$device" --out "$OUT" "${roundtrip[@]}") 2>&1 | tee "$OUT/roundtrip.log"
+(cd bench && timeout 180 "$PY" speed.py --device "$device" --out "$OUT" "${speed[@]}") 2>&1 | tee "$OUT/speed.log"
 echo "gpu_check: results in $OUT"

@@ -199,21 +199,7 @@ def main() -> None:
     def ceiling(context: float) -> float:
         return peak[own] / flops_per_token(lm.module, context)
 
-    # 2. Compute paths
-    texts = {name: (CORPUS / name).read_bytes()[: args.path_bytes] for name in SAMPLES}
-    path_rows = []
-    for name in peak:
-        module = lm.module if name == own else (
-            _int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
-        bits = float_bits(module, lm, texts, 512)
-        rate = step_rate(module, lm, 64, 2 if name == "bfloat16" and device.type == "cpu" else 8)
-        path_rows.append({"path": name, "matmul_gflop_s": round(peak[name] / 1e9, 1),
-                          "bits_per_byte": round(bits / sum(map(len, texts.values())), 4),
-                          "step_tok_s_b64": round(rate, 1)})
-        print(path_rows[-1], flush=True)
-        del module
-
-    # 3 and 4. Coding runs
+    # 2. Coding runs, before the compute paths' model copies can swell the RSS
     tokens = prose_tokens(lm)
     runs = []
     for b in ints(args.batches):
@@ -227,6 +213,20 @@ def main() -> None:
         r["ceiling_tok_s"] = round(top, 1)
         r["compress_of_ceiling"] = round(r["compress_tok_s"] / top, 3)
         r["decompress_of_ceiling"] = round(r["decompress_tok_s"] / top, 3)
+
+    # 3. Compute paths
+    texts = {name: (CORPUS / name).read_bytes()[: args.path_bytes] for name in SAMPLES}
+    path_rows = []
+    for name in peak:
+        module = lm.module if name == own else (
+            _int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
+        bits = float_bits(module, lm, texts, 512)
+        rate = step_rate(module, lm, 64, 2 if name == "bfloat16" and device.type == "cpu" else 8)
+        path_rows.append({"path": name, "matmul_gflop_s": round(peak[name] / 1e9, 1),
+                          "bits_per_byte": round(bits / sum(map(len, texts.values())), 4),
+                          "step_tok_s_b64": round(rate, 1)})
+        print(path_rows[-1], flush=True)
+        del module
 
     texts = {name: (CORPUS / name).read_bytes()[: args.sample_bytes] for name in SAMPLES}
     ratio = {c: float_bits(lm.module, lm, texts, c) / sum(map(len, texts.values())) for c in ints(args.ratio_chunks)}

@@ -23,10 +23,13 @@ from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
 from .quantize import DEFAULT_PRECISION
 
-# The chunk length trades ratio for speed (benchmarks/chunking.md, bench/chunking.py): on this
-# project's 2-core machine 512 tokens cost 12.5% more bits than 2048 but code 4.4x faster at
-# batch 64, because each step's attention cost grows with the context. --chunk-tokens 2048
-# gives the best ratio measured.
+# The defaults trade ratio against speed and memory (benchmarks/speed.md, from bench/speed.py,
+# on this project's 2-core CPU). Longer chunks keep more context: float bits/byte of a 16 KB
+# sample fall from 1.162 at 512 tokens to 1.054 at 2048. Speed needs many rows a step: at
+# 128-token chunks, batch 64 coded 15x faster than batch 1 and 3x faster than batch 8. The
+# preallocated KV cache holds rows x chunk tokens (SmolLM2 in fp32: 46 KB a token), so 64 x 512
+# (1.5 GB) is about the most that keeps the peak RSS under 2.5 GB. --chunk-tokens 2048
+# --batch-size 16 fits the same memory and gives the best ratio, at well under half the speed.
 DEFAULT_CHUNK_TOKENS = 512
 DEFAULT_BATCH_SIZE = 64
 CODER = "range64"
