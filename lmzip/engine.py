@@ -1,12 +1,12 @@
 """Batched incremental inference: the single computation that the encoder and the decoder share.
 
 A batch of chunks runs in lockstep, one token per row and step, through the model with a
-preallocated KV cache (``transformer.Stepper``). Logits from incremental decoding depend on the batch size, on a row's position in the
-batch, on the thread count, the dtype and the kernels of the device, so they are not a
-function of the text alone (see docs/FORMAT.md, "Determinism"). The encoder therefore never
-takes a shortcut such as a teacher-forced pass: it runs exactly the step loop that the decoder
-will run, with the same rows in the same places, and records in the file everything that
-shapes the computation. The decoder replays it or refuses.
+preallocated KV cache (``transformer.Stepper``). Logits from incremental decoding depend on the
+batch size, on a row's position in the batch, on the thread count, the dtype and the kernels of
+the device, so they are not a function of the text alone (see docs/FORMAT.md, "Determinism").
+The encoder therefore never takes a shortcut such as a teacher-forced pass: it runs exactly the
+step loop that the decoder will run, with the same rows in the same places, and records in the
+file everything that shapes the computation. The decoder replays it or refuses.
 """
 
 from __future__ import annotations
