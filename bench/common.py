@@ -19,6 +19,12 @@ def corpus_files() -> list[Path]:
     return sorted(p for p in CORPUS.glob("*/*") if p.is_file())
 
 
+def rss(pid: int | str = "self") -> int:
+    """Resident set size of a process, in bytes."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def provenance() -> str:
     """A markdown block naming the machine, the versions and the command that produced a result."""
     import numba

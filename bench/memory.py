@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import corpus_files, provenance, write
+from common import corpus_files, provenance, rss, write
 
 import lmzip
 from lmzip import codec as lmzip_codec
@@ -35,11 +35,6 @@ def progress(advance, total):
 data = open(sys.argv[1], "rb").read()
 lmzip.LMZip(sys.argv[2]).compress(data, progress)
 """
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def main() -> None:

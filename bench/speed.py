@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import threading
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from common import CORPUS, ROOT, provenance, write, write_csv
+from common import CORPUS, ROOT, provenance, rss, write, write_csv
 
 import lmzip
 from lmzip import chunking
@@ -114,24 +113,19 @@ class PeakRSS:
     """The highest resident set size (bytes) seen while the block runs, sampled every 20 ms."""
 
     def __enter__(self) -> PeakRSS:
-        self.peak, self._stop = _rss(), threading.Event()
+        self.peak, self._stop = rss(), threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
 
     def _watch(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss())
+            self.peak = max(self.peak, rss())
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss())
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        self.peak = max(self.peak, rss())
 
 
 def prose_tokens(lm) -> list[int]:
