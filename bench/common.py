@@ -37,7 +37,8 @@ def provenance() -> str:
         cpu = platform.processor() or "unknown"
     return "\n".join([
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch threads {torch.get_num_threads()}, "
-        f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, CUDA {'yes' if torch.cuda.is_available() else 'no'}",
+        f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"CUDA {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, numba {numba.__version__}",
         f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",

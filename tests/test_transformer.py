@@ -37,11 +37,15 @@ def _gemma3():
     return model
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("build", [_llama, _qwen2, _gemma3], ids=["llama", "qwen2", "gemma3"])
-def test_stepper_matches_the_full_forward_pass(build):
+def test_stepper_matches_the_full_forward_pass(build, device):
     torch.manual_seed(0)
-    model = build().eval()
-    ids = torch.randint(0, VOCAB, (ROWS, STEPS))
+    model = build().eval().to(device)
+    ids = torch.randint(0, VOCAB, (ROWS, STEPS), device=device)
     with torch.inference_mode():
         reference = model(input_ids=ids).logits
         step = Stepper(model, ROWS, STEPS)

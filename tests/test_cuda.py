@@ -1,0 +1,33 @@
+"""Whole round trips on a CUDA device (skipped where there is none), and files made there stay there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmzip import LMZip, ReplayError, container, models
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+DATA = ("GPU round trip: the decoder replays the encoder's lockstep batches on the same device. " * 30
+        ).encode() + b"\xff\xfe invalid utf-8 \xc3\x28 and after"
+
+
+@pytest.fixture(scope="module", params=["bfloat16", "float32"])
+def cuda_lm(request, tiny_model_dir):
+    return models.load(str(tiny_model_dir), device="cuda", dtype=request.param)
+
+
+def test_round_trip_on_cuda(cuda_lm):
+    blob = LMZip(cuda_lm, batch_size=5, chunk_tokens=48).compress(DATA)
+    header, _ = container.read_header(blob)
+    assert header["replay"]["device"] == "cuda"
+    assert header["coding"]["dtype"] == str(cuda_lm.dtype).removeprefix("torch.")
+    assert LMZip(cuda_lm).decompress(blob) == DATA  # a fresh codec, the caller's defaults
+
+
+def test_a_cuda_file_is_refused_on_cpu(cuda_lm, tiny_model_dir):
+    blob = LMZip(cuda_lm, batch_size=5, chunk_tokens=48).compress(DATA)
+    cpu = models.load(str(tiny_model_dir), device="cpu", dtype=str(cuda_lm.dtype).removeprefix("torch."))
+    with pytest.raises(ReplayError, match="device"):
+        LMZip(cpu).decompress(blob)
