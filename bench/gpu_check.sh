@@ -45,8 +45,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     echo "== $name (at most ${limit}s): $*"
     timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || failed+=("$name")
 }
-step tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transformer.py
-step roundtrip 240 "$PY" bench/roundtrip.py --device "$device" --out "$OUT" "${roundtrip[@]}"
-step speed 200 "$PY" bench/speed.py --device "$device" --out "$OUT" "${speed[@]}"
+step tests 50 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transformer.py
+step roundtrip 190 "$PY" bench/roundtrip.py --device "$device" --out "$OUT" "${roundtrip[@]}"
+step speed 160 "$PY" bench/speed.py --device "$device" --out "$OUT" "${speed[@]}"
 echo "gpu_check: results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
 [[ ${#failed[@]} -eq 0 ]]

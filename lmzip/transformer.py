@@ -17,7 +17,6 @@ attention bias) and Gemma 3.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .errors import ModelError
 
@@ -56,8 +55,9 @@ class Stepper:
         self.head_dim = attn.head_dim
         self.kv_heads = attn.k_proj.out_features // self.head_dim
         shape = (config.num_hidden_layers, rows, self.kv_heads, steps, self.head_dim)
-        self.k = torch.empty(shape, dtype=weight.dtype, device=weight.device)
-        self.v = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+        # Zeroed, not empty: no kernel may ever see memory that differs between encoder and decoder.
+        self.k = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        self.v = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
 
     def _rope(self, h: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         position = torch.full((1, 1), self.t, dtype=torch.long, device=h.device)
@@ -78,9 +78,14 @@ class Stepper:
         self.k[i, :, :, t : t + 1] = k
         self.v[i, :, :, t : t + 1] = v
         first = max(0, t + 1 - a.sliding_window) if getattr(a, "sliding_window", None) else 0
-        out = F.scaled_dot_product_attention(q, self.k[i, :, :, first : t + 1], self.v[i, :, :, first : t + 1],
-                                             scale=a.scaling, enable_gqa=True)
-        return a.o_proj(out.reshape(self.rows, -1))
+        # Query head h attends with KV head h // group, as transformers' repeat_kv has it. Plain
+        # matmuls over the cache slice, softmax in float32 as the models' eager attention does:
+        # no attention backend is chosen at run time (on CUDA, fused SDPA kernels gave the encoder
+        # and the decoder different logits for the same tokens).
+        q = q.view(self.rows, self.kv_heads, -1, d)
+        scores = q @ self.k[i, :, :, first : t + 1].transpose(-1, -2) * a.scaling
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return a.o_proj((weights @ self.v[i, :, :, first : t + 1]).reshape(self.rows, -1))
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` ``(rows,)`` at the current position; returns ``(rows, vocab)`` logits for the next."""
