@@ -197,20 +197,21 @@ def main() -> None:
     def ceiling(context: float) -> float:
         return peak[own] / flops_per_token(lm.module, context)
 
-    # 2. Coding runs, before the compute paths' model copies can swell the RSS
+    # 2. Coding runs, before the compute paths' model copies can swell the RSS. speed.csv is
+    #    rewritten after each run, so a run stopped by a time limit leaves what it measured.
     tokens = prose_tokens(lm)
     runs = []
-    for b in ints(args.batches):
-        runs.append({"sweep": "batch", **coding_run(lm, tokens, b, args.batch_chunk)})
-        print(runs[-1], flush=True)
-    for c in ints(args.chunks):
-        runs.append({"sweep": "chunk", **coding_run(lm, tokens, args.chunk_batch, c)})
-        print(runs[-1], flush=True)
-    for r in runs:
-        top = ceiling(r["chunk_tokens"] / 2)
+    plan = [("batch", b, args.batch_chunk) for b in ints(args.batches)]
+    plan += [("chunk", args.chunk_batch, c) for c in ints(args.chunks)]
+    for sweep, batch, chunk in plan:
+        r = {"sweep": sweep, **coding_run(lm, tokens, batch, chunk)}
+        top = ceiling(chunk / 2)
         r["ceiling_tok_s"] = round(top, 1)
         r["compress_of_ceiling"] = round(r["compress_tok_s"] / top, 3)
         r["decompress_of_ceiling"] = round(r["decompress_tok_s"] / top, 3)
+        runs.append(r)
+        print(r, flush=True)
+        write_csv("speed.csv", runs, out=args.out)
 
     # 3. Compute paths
     texts = {name: (CORPUS / name).read_bytes()[: args.path_bytes] for name in SAMPLES}
@@ -230,8 +231,6 @@ def main() -> None:
     ratio = {c: float_bits(lm.module, lm, texts, c) / sum(map(len, texts.values())) for c in ints(args.ratio_chunks)}
     print("bits/byte by chunk:", ratio, flush=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv("speed.csv", runs, out=args.out)
     write_csv("speed-paths.csv", path_rows, out=args.out)
     write_csv("speed-chunks.csv", [{"chunk_tokens": c, "bits_per_byte": round(v, 4),
                                     "vs_best_pct": round(100 * (v / min(ratio.values()) - 1), 2)}
