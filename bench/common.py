@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,12 +36,20 @@ def provenance() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown"
+    from lmzip.engine import ENGINE
+
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     return "\n".join([
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch threads {torch.get_num_threads()}, "
         f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
         f"CUDA {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, numba {numba.__version__}",
+        f"- lmzip: commit {commit}, engine {ENGINE}",
         f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",
     ])
 

@@ -13,10 +13,10 @@ batch; on a 2-core CPU the whole 5 MB would take hours, so the run is stopped on
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +37,13 @@ lmzip.LMZip(sys.argv[2]).compress(data, progress)
 """
 
 
+def _follow(stream, last: list[str]) -> None:
+    """Keep the child's latest progress line ("done total") in ``last[0]``."""
+    for line in stream:
+        if line[:1].isdigit():
+            last[0] = line.strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=5)
@@ -53,12 +60,14 @@ def main() -> None:
         cmd = [sys.executable, "-c", CHILD, str(src), args.model]
         began = time.perf_counter()
         child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, bufsize=1)
-        peak, progress, stopped = 0, "", False
-        os.set_blocking(child.stderr.fileno(), False)
+        peak, stopped, last = 0, False, [""]
+        threading.Thread(target=_follow, args=(child.stderr, last), daemon=True).start()
         while child.poll() is None:
-            peak = max(peak, rss(child.pid))
-            lines = (child.stderr.read() or "").strip().splitlines()
-            progress = lines[-1] if lines and lines[-1][:1].isdigit() else progress
+            try:
+                peak = max(peak, rss(child.pid))
+            except OSError:  # it ended between poll and read
+                break
+            progress = last[0]
             done = int(progress.split()[0]) if progress else 0
             if args.batches and done >= args.batches * tokens_per_batch:
                 child.kill()
@@ -69,7 +78,7 @@ def main() -> None:
         seconds = time.perf_counter() - began
     if not stopped and child.returncode != 0:
         raise SystemExit(f"compress failed ({child.returncode})")
-    done, total = progress.split()
+    done, total = last[0].split()
     outcome = (f"stopped after {args.batches} full batch(es) of {tokens_per_batch} tokens: {done} of {total} tokens "
                "coded" if stopped else "ran to the end")
     md = ["# Peak memory compressing a large file", "",
