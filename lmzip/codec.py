@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import functools
 import hashlib
 import io
@@ -23,16 +24,18 @@ from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
 from .quantize import DEFAULT_PRECISION
 
-# The defaults trade ratio against speed and memory (benchmarks/speed.md, from bench/speed.py,
-# on this project's 2-core CPU). Longer chunks keep more context: float bits/byte of a 16 KB
-# sample fall from 1.162 at 512 tokens to 1.054 at 2048. Speed needs many rows a step: at
-# 128-token chunks, batch 64 coded 15x faster than batch 1 and 3x faster than batch 8. The
-# preallocated KV cache holds rows x chunk tokens (SmolLM2 in fp32: 46 KB a token), so 64 x 512
-# (1.5 GB) is about the most that keeps the peak RSS under 2.5 GB. --chunk-tokens 2048
-# --batch-size 16 fits the same memory and gives the best ratio measured, but batches of 16 sit
-# between the 8 and 32 measured: a third to two thirds of the speed of 64.
+# The defaults trade ratio against speed and memory (benchmarks/speed.md and memory.md, from
+# bench/speed.py and bench/memory.py, on this project's 2-core CPU). Longer chunks keep more
+# context: float bits/byte of a 16 KB sample fall from 1.162 at 512 tokens to 1.054 at 2048.
+# Speed needs many rows a step: at 128-token chunks, batch 64 coded 13x faster than batch 1,
+# 3.5x faster than batch 8, and batch 128 another 1.3x. Memory caps the rows: the preallocated
+# KV cache holds rows x chunk tokens (SmolLM2 in fp32: 46 KB a token). With 64 x 512 (1.5 GB)
+# a 5 MB input peaked at 2985 MB (bench/memory.py at ef1f28f); 48 x 512 (1.1 GB), with the
+# heap trimmed after tokenising, peaked at 2355 MB, under the 2.5 GB the project allows.
+# --chunk-tokens 2048 --batch-size 12 fits the same memory and gives the best ratio measured,
+# but batches that small are slow (batch 8 coded at 28% of batch 64's rate).
 DEFAULT_CHUNK_TOKENS = 512
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 48
 CODER = "range64"
 
 
@@ -113,6 +116,16 @@ def _batches(chunks: list, size: int) -> list[list[int]]:
     return out
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc), before the KV cache is allocated.
+
+    Tokenising a large input leaves its transient buffers freed but resident: about 340 MB
+    for 5 MB of text, a fifth of the peak that bench/memory.py measured.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class LMZip:
     """A compressor bound to one loaded model; reuse it to load the model once.
 
@@ -137,6 +150,7 @@ class LMZip:
         """Compress ``data`` into a complete .lmz file."""
         began = time.perf_counter()
         chunks = chunking.split(bytes(data), self.lm.tokenizer, self.chunk_tokens)
+        _release_free_heap()
         step = _per_step(progress, sum(len(c.tokens or ()) for c in chunks))
         ce = ideal = 0.0
         with engine.threads(self.threads):
