@@ -120,7 +120,7 @@ def _release_free_heap() -> None:
     """Hand freed heap pages back to the OS (glibc), before the KV cache is allocated.
 
     Tokenising a large input leaves its transient buffers freed but resident: about 340 MB
-    for 5 MB of text, a fifth of the peak that bench/memory.py measured.
+    for 5 MB of text, measured beside bench/memory.py.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)

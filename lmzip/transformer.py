@@ -80,8 +80,8 @@ class Stepper:
         first = max(0, t + 1 - a.sliding_window) if getattr(a, "sliding_window", None) else 0
         # Query head h attends with KV head h // group, as transformers' repeat_kv has it. Plain
         # matmuls over the cache slice, softmax in float32 as the models' eager attention does:
-        # no attention backend is chosen at run time (on CUDA, fused SDPA kernels gave the encoder
-        # and the decoder different logits for the same tokens).
+        # no attention backend is chosen at run time. (Engine /1, fused SDPA over an uninitialised
+        # cache, did not replay on CUDA: benchmarks/gpu-h200/engine-1/.)
         q = q.view(self.rows, self.kv_heads, -1, d)
         scores = q @ self.k[i, :, :, first : t + 1].transpose(-1, -2) * a.scaling
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)

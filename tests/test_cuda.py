@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +33,12 @@ def test_a_cuda_file_is_refused_on_cpu(cuda_lm, tiny_model_dir):
     cpu = models.load(str(tiny_model_dir), device="cpu", dtype=str(cuda_lm.dtype).removeprefix("torch."))
     with pytest.raises(ReplayError, match="device"):
         LMZip(cpu).decompress(blob)
+
+
+@pytest.mark.skipif(not models.REGISTRY[models.DEFAULT_MODEL].installed(), reason="default model not installed")
+def test_real_model_round_trips_many_rows_on_cuda():
+    """The bundled model in bfloat16, rows of uneven length: engine /1 failed exactly this on an H200."""
+    data = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_bytes()[:6000]
+    lm = models.load(models.DEFAULT_MODEL, device="cuda")
+    blob = LMZip(lm, batch_size=8, chunk_tokens=128).compress(data)
+    assert LMZip(lm).decompress(blob) == data
