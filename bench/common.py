@@ -15,6 +15,17 @@ CORPUS = Path(os.environ.get("LMZIP_CORPUS", ROOT.parent / "shared" / "corpus"))
 OUT = ROOT / "benchmarks"
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+COMMIT = _commit()  # read when a benchmark starts: the code it runs, not the tree when it finishes
+
+
 def corpus_files() -> list[Path]:
     """Every corpus file, as (area folder)/(name), in a stable order."""
     return sorted(p for p in CORPUS.glob("*/*") if p.is_file())
@@ -38,18 +49,13 @@ def provenance() -> str:
         cpu = platform.processor() or "unknown"
     from lmzip.engine import ENGINE
 
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return "\n".join([
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch threads {torch.get_num_threads()}, "
         f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
         f"CUDA {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, numba {numba.__version__}",
-        f"- lmzip: commit {commit}, engine {ENGINE}",
+        f"- lmzip: commit {COMMIT}, engine {ENGINE}",
         f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",
     ])
 
