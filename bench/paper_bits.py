@@ -11,6 +11,10 @@ The two differ in context (1388 to 1900 tokens in the paper's later windows, 0 t
 an lmzip chunk) and coverage (the paper scores no token after the last whole stride, and not
 the first token of the stream), so the table compares bits per character of the tokens each
 one scores, and states the coverage.
+
+The paper's method runs transformers' own forward pass, so its figures do not change with
+lmzip's engine: ``--resume`` keeps those of an earlier run. The lmzip columns are always read
+afresh from the round-trip table.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from __future__ import annotations
 import argparse
 import csv
 
-from common import CORPUS, OUT, corpus_files, provenance, write, write_csv
+from common import COMMIT, CORPUS, OUT, corpus_files, provenance, write, write_csv
 
 import lmzip
 from lmzip import bpc
 
-COLUMNS = ["file", "area", "characters", "tokens", "paper_scored_tokens", "paper_bits", "paper_bpc",
-           "lmzip_tokens", "lmzip_ce_bits", "lmzip_payload_bits", "lmzip_payload_bpc", "payload_over_paper_pct"]
+PAPER = ["file", "area", "characters", "tokens", "paper_scored_tokens", "paper_bits", "paper_bpc", "paper_commit"]
+COLUMNS = PAPER + ["lmzip_tokens", "lmzip_ce_bits", "lmzip_payload_bits", "lmzip_payload_bpc", "payload_over_paper_pct"]
 
 
 def main() -> None:
@@ -35,7 +39,9 @@ def main() -> None:
     args = ap.parse_args()
     coded = {r["file"]: r for r in csv.DictReader(open(OUT / f"roundtrip-{args.model}.csv"))}
     target = OUT / f"paper-bits-{args.model}.csv"
-    rows = list(csv.DictReader(open(target))) if args.resume and target.exists() else []
+    # Rows of the run before paper_commit was recorded came from the code of 69c6682.
+    rows = ([{k: r.get(k) or "69c6682" for k in PAPER} for r in csv.DictReader(open(target))]
+            if args.resume and target.exists() else [])
     lm = lmzip.load(args.model)
     areas = set(filter(None, args.areas.split(",")))
     for path in corpus_files():
@@ -43,18 +49,23 @@ def main() -> None:
         if name in {r["file"] for r in rows} or (areas and path.parent.name not in areas) or name not in coded:
             continue
         result = bpc.measure(lm, str(path))
-        c = coded[name]
-        payload_bpc = int(c["payload_bits"]) / int(c["characters"])
         rows.append({
             "file": name, "area": path.parent.name, "characters": result.characters, "tokens": result.tokens,
             "paper_scored_tokens": result.scored_tokens, "paper_bits": round(result.bits),
-            "paper_bpc": round(result.bpc, 4), "lmzip_tokens": c["tokens"], "lmzip_ce_bits": c["ce_bits"],
-            "lmzip_payload_bits": c["payload_bits"], "lmzip_payload_bpc": round(payload_bpc, 4),
-            "payload_over_paper_pct": round(100 * (payload_bpc / result.bpc - 1), 2),
+            "paper_bpc": round(result.bpc, 4), "paper_commit": COMMIT,
         })
         print(rows[-1], flush=True)
         rows.sort(key=lambda r: r["file"])
-        report(rows, args.model)
+        report([joined(r, coded[r["file"]]) for r in rows], args.model)  # a long run leaves what it measured
+    report([joined(r, coded[r["file"]]) for r in rows], args.model)
+
+
+def joined(paper: dict, coded: dict) -> dict:
+    """A paper-method row beside the same file's row of the round-trip table."""
+    payload_bpc = int(coded["payload_bits"]) / int(coded["characters"])
+    return {**paper, "lmzip_tokens": coded["tokens"], "lmzip_ce_bits": coded["ce_bits"],
+            "lmzip_payload_bits": coded["payload_bits"], "lmzip_payload_bpc": round(payload_bpc, 4),
+            "payload_over_paper_pct": round(100 * (int(coded["payload_bits"]) / float(paper["paper_bits"]) - 1), 2)}
 
 
 def report(rows: list[dict], model: str) -> None:
@@ -71,7 +82,9 @@ def report(rows: list[dict], model: str) -> None:
         md.append(f"| {r['file']} | {r['characters']} | {r['tokens']} | {r['paper_scored_tokens']} | {r['paper_bits']} "
                   f"| {float(r['paper_bpc']):.4f} | {r['lmzip_ce_bits']} | {r['lmzip_payload_bits']} | "
                   f"{float(r['lmzip_payload_bpc']):.4f} | +{float(r['payload_over_paper_pct']):.2f}% |")
-    md += ["", provenance(), ""]
+    commits = ", ".join(sorted({r["paper_commit"] for r in rows}))
+    md += ["", f"The paper columns were measured with the code of commit {commits} (`--resume` keeps them: they do "
+           "not depend on lmzip's engine); the lmzip columns come from the round-trip table.", "", provenance(), ""]
     write(f"paper-bits-{model}.md", "\n".join(md))
 
 

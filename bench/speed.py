@@ -10,8 +10,10 @@
    linear layer): what a faster mode would cost in bits.
 3. Batch size: real compress and decompress runs (each decoded and compared) of prose cut to
    fill exactly B chunks of ``--batch-chunk`` tokens; tokens/s, bytes/s and peak RSS.
-4. Chunk length: the same at batch ``--chunk-batch`` for each chunk length, beside the float
-   bits/byte of one sample per corpus area chunked at that length.
+4. Chunk length: the same for each chunk length at a fixed KV-cache size (``--chunk-slots``
+   = rows x chunk tokens, the default's 48 x 512), so that longer chunks run fewer rows, as
+   they must within the memory limit; beside it the float bits/byte of one sample per corpus
+   area chunked at each length.
 
 Writes speed.csv, speed.md and speed.png into ``--out``.
 """
@@ -38,23 +40,30 @@ SAMPLES = ["prose/alice29.txt", "web/html", "code/click_core.py", "math/hott_bas
 
 
 def matmul_flops(dtype: torch.dtype, n: int, device: torch.device, repeats: int = 3) -> float:
-    """Best-of-``repeats`` FLOP/s of an n x n x n matmul (int8: torch's dynamic-quantised linear)."""
+    """Best-of-``repeats`` FLOP/s of an n x n x n matmul, over every kernel the model's layers use.
+
+    float: ``F.linear`` (MKL on CPU, cuBLAS on CUDA), and on CPU in float32 also oneDNN, which runs
+    the output projection (``lmzip.transformer``). int8: torch's dynamic-quantised linear.
+    """
     a = torch.randn(n, n, device=device)
     if dtype == torch.int8:
         layer = _int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)))
-        run = lambda: layer(a)
+        kernels = [lambda: layer(a)]
     else:
         a, b = a.to(dtype), torch.randn(n, n, device=device, dtype=dtype)
-        run = lambda: torch.nn.functional.linear(a, b)  # the kernels the model's layers use
+        kernels = [lambda: torch.nn.functional.linear(a, b)]
+        if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
+            kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
     best = math.inf
     with torch.inference_mode():
-        run()
-        for _ in range(repeats):
-            _sync(device)
-            began = time.perf_counter()
+        for run in kernels:
             run()
-            _sync(device)
-            best = min(best, time.perf_counter() - began)
+            for _ in range(repeats):
+                _sync(device)
+                began = time.perf_counter()
+                run()
+                _sync(device)
+                best = min(best, time.perf_counter() - began)
     return 2 * n**3 / best
 
 
@@ -169,8 +178,10 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--batches", default="1,8,32,64,128", help="batch sizes of the batch sweep")
     ap.add_argument("--batch-chunk", type=int, default=128, help="chunk tokens in the batch sweep")
-    ap.add_argument("--chunks", default="128,512,1024", help="chunk lengths of the chunk sweep")
-    ap.add_argument("--chunk-batch", type=int, default=8, help="batch size in the chunk sweep")
+    ap.add_argument("--chunks", default="512,1024,2048", help="chunk lengths of the chunk sweep")
+    ap.add_argument("--chunk-slots", type=int,
+                    default=lmzip.codec.DEFAULT_BATCH_SIZE * lmzip.codec.DEFAULT_CHUNK_TOKENS,
+                    help="rows x chunk tokens in the chunk sweep (its KV-cache size)")
     ap.add_argument("--ratio-chunks", default="128,256,512,1024,2048", help="chunk lengths for bits/byte")
     ap.add_argument("--sample-bytes", type=int, default=8000, help="bytes a corpus area for bits/byte")
     ap.add_argument("--path-bytes", type=int, default=600, help="bytes a corpus area for the compute paths")
@@ -202,7 +213,7 @@ def main() -> None:
     tokens = prose_tokens(lm)
     runs = []
     plan = [("batch", b, args.batch_chunk) for b in ints(args.batches)]
-    plan += [("chunk", args.chunk_batch, c) for c in ints(args.chunks)]
+    plan += [("chunk", args.chunk_slots // c, c) for c in ints(args.chunks)]
     for sweep, batch, chunk in plan:
         r = {"sweep": sweep, **coding_run(lm, tokens, batch, chunk)}
         top = ceiling(chunk / 2)
@@ -243,7 +254,8 @@ def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
     best = min(ratio.values())
     md = [f"# Speed of {args.model} on {lm.device.type}", "",
           "## Roofline", "",
-          "Sustained matmul rate (best of 3 square matmuls) and the tokens/s ceiling it implies: "
+          "Sustained matmul rate (best of 3 square matmuls, over the kernels the model's layers use) and the "
+          "tokens/s ceiling it implies: "
           f"{flops_per_token(lm.module, 0) / 1e6:.0f} MFLOP a token in the linear layers, plus attention over the "
           "mean context (half the chunk length).", "",
           "| dtype | matmul GFLOP/s | ceiling tok/s, chunk 128 | ceiling tok/s, chunk 512 |",
@@ -258,7 +270,7 @@ def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
     for r in path_rows:
         md.append(f"| {r['path']} | {r['matmul_gflop_s']} | {r['bits_per_byte']:.4f} | {r['step_tok_s_b64']} |")
     for sweep, title in (("batch", f"## Batch size (chunk {args.batch_chunk} tokens)"),
-                         ("chunk", f"## Chunk length (batch {args.chunk_batch})")):
+                         ("chunk", f"## Chunk length (rows x chunk = {args.chunk_slots} KV slots)")):
         md += ["", title, "",
                "Real compress and decompress runs, each decoded and compared; ceiling = the roofline at this "
                "chunk's mean context.", "",
@@ -304,7 +316,7 @@ def plot(runs, ratio, ceiling_tok_s, args, path: Path) -> None:
     if chunk:
         twin = right.twinx()
         twin.plot([r["chunk_tokens"] for r in chunk], [r["compress_tok_s"] for r in chunk], "^--", color="C3")
-        twin.set_ylabel(f"compress tokens/s at batch {args.chunk_batch}", color="C3")
+        twin.set_ylabel(f"compress tokens/s, rows x chunk = {args.chunk_slots}", color="C3")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")

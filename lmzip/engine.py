@@ -29,7 +29,7 @@ Progress = Callable[[int], None]
 
 # The revision of the step loop's arithmetic. Files record it; a decoder with another refuses,
 # because another order of operations gives other logits.
-ENGINE = "lockstep-static-kv/2"
+ENGINE = "lockstep-static-kv/3"
 
 
 def environment(lm: LanguageModel) -> dict:

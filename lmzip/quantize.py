@@ -4,7 +4,8 @@ Every symbol gets at least 1, a table sums to exactly ``2**precision``, and the 
 function of the logits computed on their own device: the encoder and the decoder call this same
 function on bit-identical logits, so they get bit-identical tables. Only the softmax and the
 scaling are floating point; everything after is exact integer arithmetic, so sums and prefix
-sums do not depend on the order a kernel adds in.
+sums do not depend on the order a kernel adds in. Every sum is at most ``2**30``, so all of it
+runs in int32, with no int64 copy of a table.
 
 Only what the coder needs leaves the device: the ``(start, freq)`` of the actual token when
 encoding, and the symbol found for a target value when decoding. Both use a two-level prefix
@@ -37,18 +38,18 @@ def frequencies(logits: torch.Tensor, precision: int = DEFAULT_PRECISION) -> tor
     if budget < vocab:
         raise ValueError(f"precision {precision} is too low for a vocabulary of {vocab}")
     probs = torch.softmax(logits.float(), dim=-1)
-    freqs = (probs * float(budget)).to(torch.int32) + 1  # truncation is floor: probs >= 0
-    remainder = total - freqs.sum(dim=-1, keepdim=True, dtype=torch.int64)
-    freqs.scatter_add_(-1, probs.argmax(dim=-1, keepdim=True), remainder.to(torch.int32))
-    return freqs
+    top = probs.argmax(dim=-1, keepdim=True)
+    freqs = probs.mul_(float(budget)).to(torch.int32).add_(1)  # truncation is floor: probs >= 0
+    remainder = total - freqs.sum(dim=-1, keepdim=True, dtype=torch.int32)
+    return freqs.scatter_add_(-1, top, remainder)
 
 
 def _blocks(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Freqs as ``(B, nblocks, BLOCK)`` (zero-padded) and the exclusive prefix sum of the block sums."""
     pad = -freqs.shape[-1] % BLOCK
-    blocks = torch.nn.functional.pad(freqs, (0, pad)).view(freqs.shape[0], -1, BLOCK)
-    sums = blocks.sum(-1, dtype=torch.int64)
-    return blocks, sums.cumsum(-1) - sums
+    blocks = (torch.nn.functional.pad(freqs, (0, pad)) if pad else freqs).view(freqs.shape[0], -1, BLOCK)
+    sums = blocks.sum(-1, dtype=torch.int32)
+    return blocks, sums.cumsum(-1, dtype=torch.int32) - sums
 
 
 def _pair(blocks: torch.Tensor, before: torch.Tensor, block: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -68,7 +69,7 @@ def interval(freqs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def lookup(freqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``(B, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then start and freq."""
     blocks, before = _blocks(freqs)
-    block = (torch.searchsorted(before, targets[:, None], right=True)[:, 0] - 1).clamp_(0, blocks.shape[1] - 1)
+    block = (torch.searchsorted(before, targets[:, None].to(before.dtype), right=True)[:, 0] - 1).clamp_(0, blocks.shape[1] - 1)
     inner = blocks.gather(1, block[:, None, None].expand(-1, 1, BLOCK))[:, 0].to(torch.int64)
     rest = (targets - before.gather(1, block[:, None])[:, 0])[:, None]
     offset = torch.searchsorted(inner.cumsum(-1), rest, right=True)[:, 0].clamp_(max=BLOCK - 1)

@@ -34,6 +34,21 @@ def check_supported(module: torch.nn.Module) -> None:
         raise ModelError("Mistral with a sliding window is not supported")
 
 
+def _output_head(module: torch.nn.Module):
+    """The projection to the vocabulary, the largest matmul of a step (SmolLM2: 576 x 49152).
+
+    On CPU in float32, oneDNN runs it about twice as fast as MKL's GEMM, which ``F.linear`` uses,
+    at the batch sizes lmzip steps with (rows of 48 to 128 on this project's 2-core CPU). Both
+    are deterministic; the choice depends only on the device, dtype and the torch build, which
+    every file records, so the encoder and the decoder always make the same one.
+    """
+    head = module.lm_head
+    if (type(head) is torch.nn.Linear and head.bias is None and head.weight.device.type == "cpu"
+            and head.weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()):
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, head.weight, None, "none", [], "")
+    return head
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
@@ -50,6 +65,7 @@ class Stepper:
         self.t = 0
         self.layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
         self.sandwich = hasattr(module.model.layers[0], "pre_feedforward_layernorm")  # Gemma 3's four norms
+        self.head = _output_head(module)
         attn = module.model.layers[0].self_attn
         weight = module.model.embed_tokens.weight  # the activations' dtype, also under quantised linear layers
         self.head_dim = attn.head_dim
@@ -103,7 +119,7 @@ class Stepper:
             else:
                 h = h + y
                 h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.module.lm_head(model.norm(h))
+        logits = self.head(model.norm(h))
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
