@@ -30,14 +30,14 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [[ ${1:-} == --dry-run ]]; then
     device=cpu
     roundtrip=(--max-bytes 300 --batch-size 4)
-    speed=(--batches 1,4 --batch-chunk 32 --chunks 32,64 --chunk-batch 2 --ratio-chunks 32,64
+    speed=(--batches 1,4 --batch-chunk 32 --chunks 32,64 --chunk-slots 64 --ratio-chunks 32,64
            --sample-bytes 400 --path-bytes 200 --paths float32)
 else
     device=cuda
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use --dry-run')" || exit
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
     roundtrip=(--batch-size 256)
-    speed=(--batches 1,16,64,256,1024 --batch-chunk 256 --chunks 128,512,1024 --chunk-batch 256
+    speed=(--batches 1,16,64,256,1024 --batch-chunk 256 --chunks 128,512,1024 --chunk-slots 131072
            --sample-bytes 8000 --path-bytes 2000 --paths bfloat16,float32)
 fi
 

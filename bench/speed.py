@@ -274,10 +274,11 @@ def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
         md += ["", title, "",
                "Real compress and decompress runs, each decoded and compared; ceiling = the roofline at this "
                "chunk's mean context.", "",
-               "| batch | chunk | tokens | compress tok/s | decompress tok/s | compress B/s | decompress B/s "
-               "| of ceiling (c/d) | peak RSS MB | peak GPU MB |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               "| batch | chunk | tokens | file bits/byte | compress tok/s | decompress tok/s | compress B/s "
+               "| decompress B/s | of ceiling (c/d) | peak RSS MB | peak GPU MB |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in runs if r["sweep"] == sweep):
-            md.append(f"| {r['batch']} | {r['chunk_tokens']} | {r['tokens']} | {r['compress_tok_s']} | "
+            md.append(f"| {r['batch']} | {r['chunk_tokens']} | {r['tokens']} | {r['bits_per_byte']} | {r['compress_tok_s']} | "
                       f"{r['decompress_tok_s']} | {r['compress_B_s']} | {r['decompress_B_s']} | "
                       f"{100 * r['compress_of_ceiling']:.0f}% / {100 * r['decompress_of_ceiling']:.0f}% | "
                       f"{r['peak_rss_mb']} | {r['peak_device_mb'] or '-'} |")

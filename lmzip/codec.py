@@ -24,16 +24,15 @@ from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
 from .quantize import DEFAULT_PRECISION
 
-# The defaults trade ratio against speed and memory (benchmarks/speed.md and memory.md, from
-# bench/speed.py and bench/memory.py, on this project's 2-core CPU). Longer chunks keep more
-# context: float bits/byte of a 16 KB sample fall from 1.162 at 512 tokens to 1.054 at 2048.
-# Speed needs many rows a step: at 128-token chunks, batch 64 coded 13x faster than batch 1,
-# 3.5x faster than batch 8, and batch 128 another 1.3x. Memory caps the rows: the preallocated
-# KV cache holds rows x chunk tokens (SmolLM2 in fp32: 46 KB a token). With 64 x 512 (1.5 GB)
-# a 5 MB input peaked at 2985 MB (bench/memory.py at ef1f28f); 48 x 512 (1.1 GB), with the
-# heap trimmed after tokenising, peaked at 2355 MB, under the 2.5 GB the project allows.
-# --chunk-tokens 2048 --batch-size 12 fits the same memory and gives the best ratio measured,
-# but batches that small are slow (batch 8 coded at 28% of batch 64's rate).
+# The defaults trade ratio against speed and memory (benchmarks/speed.csv and memory.md, from
+# bench/speed.py and bench/memory.py at cd2f790, on this project's 2-core CPU). Memory caps the
+# KV cache, which holds rows x chunk tokens (SmolLM2 in fp32: 46 KB a token): with 48 x 512, and
+# the heap trimmed after tokenising, a 5 MB input peaks at 2317 MB, under the 2.5 GB the project
+# allows (64 x 512 peaked at 2985 MB). Within that cache, longer chunks keep more context but
+# leave fewer rows to share each pass over the weights. On 90 KB of prose, 48 x 512 coded at
+# 133 tok/s and 1.246 bits/byte, 24 x 1024 at 82 tok/s and 1.176 (-5.6%), 12 x 2048 at 50 tok/s
+# and 1.134 (-8.9%). The default takes the speed; --chunk-tokens 2048 --batch-size 12 takes the
+# ratio in the same memory.
 DEFAULT_CHUNK_TOKENS = 512
 DEFAULT_BATCH_SIZE = 48
 CODER = "range64"

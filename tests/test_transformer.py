@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from lmzip.errors import ModelError
-from lmzip.transformer import Stepper, check_supported
+from lmzip.transformer import Stepper, _output_head, check_supported
 
 VOCAB, STEPS, ROWS = 300, 40, 3
 
@@ -66,6 +66,19 @@ def test_stepper_reads_only_the_cache_slots_it_wrote():
         dirty.v.fill_(float("nan"))
         for t in range(STEPS):
             assert torch.equal(clean(ids[:, t]), dirty(ids[:, t]))
+
+
+def test_output_head_is_onednn_on_cpu_in_float32_and_the_module_elsewhere():
+    """Engine /3's one kernel choice: deterministic, and the same function as the model's own head."""
+    torch.manual_seed(0)
+    model = _llama().eval()
+    head = _output_head(model)
+    assert (head is not model.lm_head) == torch.backends.mkldnn.is_available()
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        assert torch.equal(head(x), head(x.clone()))
+        assert torch.allclose(head(x), model.lm_head(x), atol=1e-5)
+    assert _output_head(model.to(torch.bfloat16)) is model.lm_head
 
 
 def test_stepper_refuses_to_run_past_its_cache():
