@@ -39,9 +39,9 @@ def main() -> None:
     args = ap.parse_args()
     coded = {r["file"]: r for r in csv.DictReader(open(OUT / f"roundtrip-{args.model}.csv"))}
     target = OUT / f"paper-bits-{args.model}.csv"
-    # Rows of the run before paper_commit was recorded came from the code of 69c6682.
-    rows = ([{k: r.get(k) or "69c6682" for k in PAPER} for r in csv.DictReader(open(target))]
-            if args.resume and target.exists() else [])
+    # The rows measured before paper_commit was recorded came from the code of 69c6682.
+    rows = ([{**{k: r[k] for k in PAPER[:-1]}, "paper_commit": r.get("paper_commit") or "69c6682"}
+             for r in csv.DictReader(open(target))] if args.resume and target.exists() else [])
     lm = lmzip.load(args.model)
     areas = set(filter(None, args.areas.split(",")))
     for path in corpus_files():

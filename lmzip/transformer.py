@@ -16,6 +16,8 @@ attention bias) and Gemma 3.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .errors import ModelError
@@ -34,7 +36,7 @@ def check_supported(module: torch.nn.Module) -> None:
         raise ModelError("Mistral with a sliding window is not supported")
 
 
-def _output_head(module: torch.nn.Module):
+def _output_head(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The projection to the vocabulary, the largest matmul of a step (SmolLM2: 576 x 49152).
 
     On CPU in float32, oneDNN runs it about twice as fast as MKL's GEMM, which ``F.linear`` uses,
@@ -44,7 +46,8 @@ def _output_head(module: torch.nn.Module):
     """
     head = module.lm_head
     if (type(head) is torch.nn.Linear and head.bias is None and head.weight.device.type == "cpu"
-            and head.weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()):
+            and head.weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise")):  # the kernel torch's own compiler uses on CPU
         return lambda x: torch.ops.mkldnn._linear_pointwise(x, head.weight, None, "none", [], "")
     return head
 
