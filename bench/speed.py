@@ -34,7 +34,7 @@ from common import CORPUS, ROOT, provenance, rss, write, write_csv
 import lmzip
 from lmzip import chunking
 from lmzip.chunking import Kind
-from lmzip.transformer import Stepper
+from lmzip.transformer import ONEDNN, Stepper, onednn_linear
 
 SAMPLES = ["prose/alice29.txt", "web/html", "code/click_core.py", "math/hott_basics.tex"]
 
@@ -52,8 +52,8 @@ def matmul_flops(dtype: torch.dtype, n: int, device: torch.device, repeats: int 
     else:
         a, b = a.to(dtype), torch.randn(n, n, device=device, dtype=dtype)
         kernels = [lambda: torch.nn.functional.linear(a, b)]
-        if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
-            kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
+        if device.type == "cpu" and dtype == torch.float32 and ONEDNN:
+            kernels.append(lambda: onednn_linear(a, b))
     best = math.inf
     with torch.inference_mode():
         for run in kernels:

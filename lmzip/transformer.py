@@ -36,6 +36,15 @@ def check_supported(module: torch.nn.Module) -> None:
         raise ModelError("Mistral with a sliding window is not supported")
 
 
+# oneDNN's GEMM, the kernel torch's own compiler uses on CPU, where this torch build has it.
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` without a bias, through oneDNN (requires ``ONEDNN``)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+
+
 def _output_head(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The projection to the vocabulary, the largest matmul of a step (SmolLM2: 576 x 49152).
 
@@ -46,9 +55,8 @@ def _output_head(module: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
     """
     head = module.lm_head
     if (type(head) is torch.nn.Linear and head.bias is None and head.weight.device.type == "cpu"
-            and head.weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise")):  # the kernel torch's own compiler uses on CPU
-        return lambda x: torch.ops.mkldnn._linear_pointwise(x, head.weight, None, "none", [], "")
+            and head.weight.dtype == torch.float32 and ONEDNN):
+        return lambda x: onednn_linear(x, head.weight)
     return head
 
 
