@@ -1,14 +1,14 @@
 """Peak resident memory of `lmzip compress` on a 5 MB file: the corpus joined and repeated.
 
-    python bench/memory.py [--size-mb 5] [--batches 1] [--model smollm2-135m]
+    python bench/memory.py [--size-mb 5] [--steps 1024] [--model smollm2-135m]
 
 Runs ``LMZip.compress`` (what ``lmzip compress`` runs) in a child process that reports its
-progress, and samples the child's RSS every 50 ms. The whole input is read
-and tokenised up front, then batches of at most ``batch_size`` chunks are coded one after
-another, each in the same preallocated shapes, so memory peaks by the end of the first full
-batch; on a 2-core CPU the whole 5 MB would take hours, so the run is stopped once
-``--batches`` batches have been coded, and the report says so. ``--batches 0`` runs to the end. Writes benchmarks/memory.md.
-"""
+progress, and samples the child's RSS every 50 ms. The whole input is read and tokenised up
+front, then batches of at most ``batch_size`` chunks are coded one after another, each in a KV
+cache of ``context`` slots a row that the window reuses, so memory peaks within the first
+batch's first window moves. On a 2-core CPU the whole 5 MB would take hours, so the run is
+stopped after ``--steps`` steps of the first batch, and the report says so; ``--steps 0`` runs
+to the end. Writes benchmarks/memory.md."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _follow(stream, last: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=5)
-    ap.add_argument("--batches", type=int, default=1, help="stop after this many batches (0: run to the end)")
+    ap.add_argument("--steps", type=int, default=2 * lmzip_codec.DEFAULT_CONTEXT,
+                    help="stop once every row of the first batch has coded this many tokens (0: run to the end); "
+                         "the default passes three moves of the context window")
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
     args = ap.parse_args()
     corpus = b"".join(p.read_bytes() for p in corpus_files())
@@ -56,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "big.txt"
         src.write_bytes(data)
-        tokens_per_batch = lmzip_codec.DEFAULT_BATCH_SIZE * lmzip_codec.DEFAULT_CHUNK_TOKENS
+        stop = lmzip_codec.DEFAULT_BATCH_SIZE * args.steps
         cmd = [sys.executable, "-c", CHILD, str(src), args.model]
         began = time.perf_counter()
         child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -69,7 +71,7 @@ def main() -> None:
                 break
             progress = last[0]
             done = int(progress.split()[0]) if progress else 0
-            if args.batches and done >= args.batches * tokens_per_batch:
+            if args.steps and done >= stop:
                 child.kill()
                 stopped = True
                 break
@@ -79,17 +81,18 @@ def main() -> None:
     if not stopped and child.returncode != 0:
         raise SystemExit(f"compress failed ({child.returncode})")
     done, total = last[0].split()
-    outcome = (f"stopped after {args.batches} full batch(es) of {tokens_per_batch} tokens: {done} of {total} tokens "
-               "coded" if stopped else "ran to the end")
+    outcome = (f"stopped after {args.steps} steps of the first batch: {done} of {total} tokens coded"
+               if stopped else "ran to the end")
     md = ["# Peak memory compressing a large file", "",
-          f"`LMZip.compress` (default settings: batch {lmzip_codec.DEFAULT_BATCH_SIZE}, chunk "
-          f"{lmzip_codec.DEFAULT_CHUNK_TOKENS} tokens, model {args.model}) on {len(data)} bytes: the corpus joined "
+          f"`LMZip.compress` (default settings: batch {lmzip_codec.DEFAULT_BATCH_SIZE}, context "
+          f"{lmzip_codec.DEFAULT_CONTEXT} tokens, model {args.model}) on {len(data)} bytes: the corpus joined "
           f"and repeated. RSS of the process sampled every 50 ms.", "",
           "| input bytes | peak RSS MB | seconds | run |", "|---:|---:|---:|---|",
           f"| {len(data)} | {peak / 2**20:.0f} | {seconds:.0f} | {outcome} |", "",
           "The input is read and tokenised whole before coding (a few tens of MB for 5 MB of text); each batch "
-          "then allocates the same KV cache (layers x rows x KV heads x chunk tokens x head dim, keys and values) "
-          "and frees it before the next, so later batches do not raise the peak.", "",
+          "then allocates the same KV cache (layers x rows x KV heads x context x head dim, keys and values), "
+          "which the window reuses however long the chunks, and frees it before the next batch, so neither "
+          "later steps nor later batches raise the peak.", "",
           provenance(), ""]
     write("memory.md", "\n".join(md))
 

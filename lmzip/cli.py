@@ -13,7 +13,7 @@ import click
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's own progress bars; ours is on stderr
 
-from . import codec, container, models
+from . import chunking, codec, container, models
 from .errors import EXIT_CODES, InputError, LmzipError, OutputExistsError
 
 SUFFIX = ".lmz"
@@ -132,6 +132,24 @@ def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
     return lines
 
 
+def _coding_options(command):
+    """The options that shape the coding, shared by ``compress`` and ``bench``."""
+    for option in reversed([
+        click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
+                     help="Rows coded in parallel, one text chunk each: more rows share each pass over the "
+                          "weights, and the KV cache grows with them."),
+        click.option("--chunk-tokens", type=click.IntRange(1),
+                     help="Tokens a text chunk [default: as long as filling one batch allows, at least "
+                          f"{chunking.MIN_CHUNK_TOKENS}]. Each chunk starts with no context: longer chunks "
+                          "compress better, shorter ones fill more rows."),
+        click.option("--context", type=click.IntRange(2), default=codec.DEFAULT_CONTEXT, show_default=True,
+                     help="KV-cache slots a row: every token is predicted from the last context/2 to "
+                          "context tokens of its chunk. Memory grows with batch size x context."),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("file")
 @click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True,
@@ -142,10 +160,7 @@ def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
 @click.option("--rm", "remove", is_flag=True, help="Delete the input once the output is written.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-d", "--decompress", "decompress_", is_flag=True, help="Decompress instead (as 'lmzip decompress').")
-@click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
-              help="Chunks coded in parallel, one row each.")
-@click.option("--chunk-tokens", type=click.IntRange(1), default=codec.DEFAULT_CHUNK_TOKENS, show_default=True,
-              help="Tokens per independent chunk: longer chunks compress better, shorter ones batch better.")
+@_coding_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU.")
@@ -153,8 +168,8 @@ def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def compress(file, model, output, to_stdout, keep, remove, force, decompress_, batch_size, chunk_tokens, device,
-             dtype, threads, stats, paper_bpc, quiet) -> None:
+def compress(file, model, output, to_stdout, keep, remove, force, decompress_, batch_size, chunk_tokens, context,
+             device, dtype, threads, stats, paper_bpc, quiet) -> None:
     """Compress FILE ('-' for stdin) into FILE.lmz."""
     if decompress_:
         _decompress(file, output, to_stdout, remove, force, None, quiet)
@@ -167,7 +182,7 @@ def compress(file, model, output, to_stdout, keep, remove, force, decompress_, b
         _check_free(dest, force)
         data = _read(file)
         lz = codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-                         threads=threads)
+                         context=context, threads=threads)
         with _Progress("compressing", quiet) as bar:
             blob = lz.compress(data, progress=bar)
         _write(dest, blob, force)
@@ -393,11 +408,10 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
 @main.command("bench")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True, help="lmzip's model.")
-@click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("--chunk-tokens", type=click.IntRange(1), default=codec.DEFAULT_CHUNK_TOKENS, show_default=True)
+@_coding_options
 @click.option("--no-lmzip", is_flag=True, help="Only the classical compressors (fast).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write every row to this CSV.")
-def bench_command(paths, model, batch_size, chunk_tokens, no_lmzip, csv_path) -> None:
+def bench_command(paths, model, batch_size, chunk_tokens, context, no_lmzip, csv_path) -> None:
     """Compare lmzip with gzip, bzip2, xz, zstd, brotli and PPMd on your files (round trips verified).
 
     PATHS are files or folders (every file below them). Prints bits per byte by compressor and
@@ -409,7 +423,8 @@ def bench_command(paths, model, batch_size, chunk_tokens, no_lmzip, csv_path) ->
         files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()})
         if not files:
             raise InputError("no files to benchmark")
-        lz = None if no_lmzip else codec.LMZip(model, batch_size=batch_size, chunk_tokens=chunk_tokens)
+        lz = None if no_lmzip else codec.LMZip(model, batch_size=batch_size, chunk_tokens=chunk_tokens,
+                                               context=context)
         rows = []
         for f in files:
             click.echo(f"lmzip: {f}", err=True)

@@ -24,16 +24,14 @@ from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
 from .quantize import DEFAULT_PRECISION
 
-# The defaults trade ratio against speed and memory (benchmarks/speed.csv and memory.md, from
-# bench/speed.py and bench/memory.py at cd2f790, on this project's 2-core CPU). Memory caps the
-# KV cache, which holds rows x chunk tokens (SmolLM2 in fp32: 46 KB a token): with 48 x 512, and
-# the heap trimmed after tokenising, a 5 MB input peaks at 2317 MB, under the 2.5 GB the project
-# allows (64 x 512 peaked at 2985 MB). Within that cache, longer chunks keep more context but
-# leave fewer rows to share each pass over the weights. On 90 KB of prose, 48 x 512 coded at
-# 133 tok/s and 1.246 bits/byte, 24 x 1024 at 82 tok/s and 1.176 (-5.6%), 12 x 2048 at 50 tok/s
-# and 1.134 (-8.9%). The default takes the speed; --chunk-tokens 2048 --batch-size 12 takes the
-# ratio in the same memory.
-DEFAULT_CHUNK_TOKENS = 512
+# The defaults trade ratio against speed and memory, on this project's 2-core CPU. Memory caps
+# the KV cache at rows x context tokens (SmolLM2 in fp32: 46 KB a token): 48 x 512 kept a 5 MB
+# input under the 2.5 GB the project allows (benchmarks/memory.md; 64 x 512 peaked at 2985 MB).
+# Past 256 tokens of context, SmolLM2's loss on prose barely falls (see chunking.MIN_CHUNK_TOKENS),
+# so a 512-token window, which predicts every token from 256 to 512 of them, costs little ratio
+# while its attention stays cheap. Chunks are as long as filling the 48 rows allows
+# (``chunking.chunk_length``), since each chunk starts cold.
+DEFAULT_CONTEXT = 512
 DEFAULT_BATCH_SIZE = 48
 CODER = "range64"
 
@@ -72,7 +70,7 @@ class Stats:
         if paper_bits is not None:
             rows.append(("paper-method cross-entropy", paper_bits, "windows of 1900 with stride 512, theoretical"))
         rows += [
-            ("float cross-entropy", self.ce_bits, "lmzip's chunks: context restarts at each chunk"),
+            ("float cross-entropy", self.ce_bits, "lmzip's chunks: context starts empty at each chunk, then a window"),
             ("quantised ideal", self.ideal_bits, "integer tables: min frequency 1, rounding"),
             ("payload written", float(self.payload_bits), "range coder: truncation, under two bits a chunk to end it"),
             ("+ fallback chunks", float(self.payload_bits + 8 * self.fallback_bytes), "zstd or stored non-text"),
@@ -134,13 +132,14 @@ class LMZip:
 
     def __init__(self, model: str | LanguageModel = models.DEFAULT_MODEL, *, device: str | None = None,
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 chunk_tokens: int = DEFAULT_CHUNK_TOKENS, precision: int = DEFAULT_PRECISION,
-                 threads: int | None = None) -> None:
-        if batch_size < 1 or chunk_tokens < 1:
-            raise ValueError("batch_size and chunk_tokens must be at least 1")
+                 chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
+                 precision: int = DEFAULT_PRECISION, threads: int | None = None) -> None:
+        if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or context < 2:
+            raise ValueError("batch_size and chunk_tokens must be at least 1, context at least 2")
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype)
         self.batch_size = batch_size
-        self.chunk_tokens = chunk_tokens
+        self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input
+        self.context = context
         self.precision = precision
         self.threads = threads or torch.get_num_threads()
         self.last_stats: Stats | None = None
@@ -148,19 +147,20 @@ class LMZip:
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         """Compress ``data`` into a complete .lmz file."""
         began = time.perf_counter()
-        chunks = chunking.split(bytes(data), self.lm.tokenizer, self.chunk_tokens)
+        chunks, chunk_tokens = chunking.split(bytes(data), self.lm.tokenizer, self.chunk_tokens, self.batch_size)
         _release_free_heap()
         step = _per_step(progress, sum(len(c.tokens or ()) for c in chunks))
         ce = ideal = 0.0
         with engine.threads(self.threads):
             env = engine.environment(self.lm)
             for batch in _batches(chunks, self.batch_size):
-                done = engine.encode_batch(self.lm, [chunks[i].tokens for i in batch], self.precision, step)
+                done = engine.encode_batch(self.lm, [chunks[i].tokens for i in batch], self.context,
+                                           self.precision, step)
                 for i, payload in zip(batch, done.payloads):
                     chunks[i].payload = payload
                 ce += float(done.ce_bits.sum())
                 ideal += float(done.ideal_bits.sum())
-        archive = container.Archive(self._header(data, env), [
+        archive = container.Archive(self._header(data, env, chunk_tokens), [
             container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
             for c in chunks
         ], [c.payload for c in chunks])
@@ -177,12 +177,12 @@ class LMZip:
         )
         return blob
 
-    def _header(self, data: bytes, env: dict) -> dict:
+    def _header(self, data: bytes, env: dict, chunk_tokens: int) -> dict:
         return {
             "model": {"name": self.lm.name, "fingerprint": self.lm.fingerprint, "vocab": self.lm.vocab_size},
             "coding": {
-                "coder": CODER, "precision": self.precision, "chunk_tokens": self.chunk_tokens,
-                "batch_size": self.batch_size, "start_token": self.lm.start_token,
+                "coder": CODER, "precision": self.precision, "chunk_tokens": chunk_tokens,
+                "context": self.context, "batch_size": self.batch_size, "start_token": self.lm.start_token,
                 "dtype": str(self.lm.dtype).removeprefix("torch."),
             },
             "replay": env,
@@ -226,7 +226,8 @@ class LMZip:
         with engine.threads(archive.header["replay"]["threads"]):
             for batch in batches:
                 rows = engine.decode_batch(self.lm, [archive.payloads[i] for i in batch],
-                                           [archive.entries[i].tokens for i in batch], coding["precision"], step)
+                                           [archive.entries[i].tokens for i in batch], coding["context"],
+                                           coding["precision"], step)
                 for i, ids in zip(batch, rows):
                     out[i] = chunking.decode(self.lm.tokenizer, ids).encode("utf-8", errors="surrogatepass")
         for i, (entry, payload) in enumerate(zip(archive.entries, archive.payloads)):

@@ -1,4 +1,4 @@
-"""The .lmz container, format version 2 (specified in docs/FORMAT.md).
+"""The .lmz container, format version 3 (specified in docs/FORMAT.md).
 
     magic (8) | version u16 | header length u32 | header | CRC32 of all before (u32)
     chunk table: varint count, then per chunk varint kind, tokens, raw length, payload length
@@ -25,13 +25,13 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = 2
+VERSION = 3
 _FIXED = struct.Struct("<8sHI")
 HEADER_DICTIONARY = (
-    b'{"coding":{"batch_size":64,"chunk_tokens":512,"coder":"range64","dtype":"float32","bfloat16",'
+    b'{"coding":{"batch_size":48,"chunk_tokens":2048,"coder":"range64","context":512,"dtype":"float32","bfloat16",'
     b'"precision":30,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
     b'"vocab":49152},"original":{"characters":,"sha256":"","size":},"replay":{"cpu_capability":"AVX2",'
-    b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","engine":"lockstep-static-kv/1",'
+    b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","engine":"lockstep-window-kv/4",'
     b'"threads":2,"torch":"2.13.0+cpu",'
     b'"transformers":"5.24.0"}}'
 )

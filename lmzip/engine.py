@@ -1,7 +1,8 @@
 """Batched incremental inference: the single computation that the encoder and the decoder share.
 
 A batch of chunks runs in lockstep, one token per row and step, through the model with a
-preallocated KV cache (``transformer.Stepper``). Logits from incremental decoding depend on the
+preallocated KV cache of ``context`` slots a row (``transformer.Stepper``); chunks longer than
+that run in its moving window. Logits from incremental decoding depend on the
 batch size, on a row's position in the batch, on the thread count, the dtype and the kernels of
 the device, so they are not a function of the text alone (see docs/FORMAT.md, "Determinism").
 The encoder therefore never takes a shortcut such as a teacher-forced pass: it runs exactly the
@@ -29,7 +30,7 @@ Progress = Callable[[int], None]
 
 # The revision of the step loop's arithmetic. Files record it; a decoder with another refuses,
 # because another order of operations gives other logits.
-ENGINE = "lockstep-static-kv/3"
+ENGINE = "lockstep-window-kv/4"
 
 
 def environment(lm: LanguageModel) -> dict:
@@ -70,12 +71,12 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _lockstep(lm: LanguageModel, rows: int, steps: int, precision: int) -> Generator:
+def _lockstep(lm: LanguageModel, rows: int, steps: int, context: int, precision: int) -> Generator:
     """Yield ``(logits, freqs)`` for each step; receive the ``(rows,)`` tokens to feed next.
 
     Finished rows are fed the start token, by the encoder and the decoder alike.
     """
-    step = Stepper(lm.module, rows, steps)
+    step = Stepper(lm.module, rows, min(steps, context))
     x = torch.full((rows,), lm.start_token, dtype=torch.long, device=lm.device)
     with torch.inference_mode():
         for _ in range(steps):
@@ -90,7 +91,7 @@ class EncodedBatch:
     ideal_bits: np.ndarray  # sum of -log2(freq / total) of each row
 
 
-def encode_batch(lm: LanguageModel, rows: list[list[int]], precision: int,
+def encode_batch(lm: LanguageModel, rows: list[list[int]], context: int, precision: int,
                  progress: Progress | None = None) -> EncodedBatch:
     """Code each row of token ids as an independent stream; rows share one lockstep batch."""
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
@@ -102,7 +103,7 @@ def encode_batch(lm: LanguageModel, rows: list[list[int]], precision: int,
     active = torch.arange(steps, device=lm.device)[None, :] < torch.as_tensor(lengths, device=lm.device)[:, None]
     pairs = torch.zeros((len(rows), steps, 2), dtype=torch.int64, device=lm.device)
     ce_nats = torch.zeros(len(rows), dtype=torch.float64, device=lm.device)
-    loop = _lockstep(lm, len(rows), steps, precision)
+    loop = _lockstep(lm, len(rows), steps, context, precision)
     if steps:
         logits, freqs = next(loop)
         for t in range(steps):
@@ -122,7 +123,7 @@ def encode_batch(lm: LanguageModel, rows: list[list[int]], precision: int,
     return EncodedBatch(payloads, ce_nats.cpu().numpy() / np.log(2), ideal)
 
 
-def decode_batch(lm: LanguageModel, payloads: list[bytes], lengths: list[int], precision: int,
+def decode_batch(lm: LanguageModel, payloads: list[bytes], lengths: list[int], context: int, precision: int,
                  progress: Progress | None = None) -> list[list[int]]:
     """Invert ``encode_batch``: replay its lockstep loop, choosing each row's token from its stream."""
     n = len(payloads)
@@ -130,7 +131,7 @@ def decode_batch(lm: LanguageModel, payloads: list[bytes], lengths: list[int], p
     steps = int(lengths_np.max(initial=0))
     out = np.zeros((n, steps), dtype=np.int64)
     streams = coder.Decoder(payloads, precision)
-    loop = _lockstep(lm, n, steps, precision)
+    loop = _lockstep(lm, n, steps, context, precision)
     if steps:
         _, freqs = next(loop)
         for t in range(steps):

@@ -3,10 +3,16 @@
 The engine advances every row of a batch by one token a step, so all rows always sit at the
 same position. That makes incremental inference simple and cheap:
 
-- the KV cache is allocated once for the whole batch, ``(rows, kv heads, steps, head dim)`` a
-  layer, and each step writes one slot: no tensor grows or is copied as the context lengthens;
+- the KV cache is allocated once for the whole batch, ``(rows, kv heads, slots, head dim)`` a
+  layer, and each step writes one slot: no tensor grows as the context lengthens;
 - one ``(cos, sin)`` pair a step serves every row, and attention needs no mask: a row attends
-  to the first ``t + 1`` slots (the last ``sliding_window`` of them in a sliding layer).
+  to the first ``t + 1`` slots (the last ``sliding_window`` of them in a sliding layer);
+- a stream longer than the cache runs in a window. When the cache is full, every row keeps its
+  first slot (the start token, which the models use as an attention sink) and its newest
+  ``slots // 2`` slots, moved down to positions ``1..slots // 2``; their keys are rotated back
+  by the distance moved, so each key sits at its new position as RoPE would have put it. Every
+  token is then predicted from between ``slots // 2`` and ``slots`` tokens of context, and no
+  step pays for more. (llama.cpp's "context shift" works the same way.)
 
 The arithmetic is the model's own: the projections, norms, MLPs and rotary tables are the
 transformers modules themselves. Only the cache and the wiring around attention are written
@@ -66,9 +72,13 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class Stepper:
-    """Feed ``rows`` streams one token each per call, for at most ``steps`` calls; return the next-token logits."""
+    """Feed ``rows`` streams one token each per call; return the next-token logits.
 
-    def __init__(self, module: torch.nn.Module, rows: int, steps: int) -> None:
+    The cache holds ``slots`` tokens a row; longer streams run in the window described above,
+    which needs at least 2 slots.
+    """
+
+    def __init__(self, module: torch.nn.Module, rows: int, slots: int) -> None:
         check_supported(module)
         self.module = module
         self.config = config = module.config
@@ -81,13 +91,14 @@ class Stepper:
         weight = module.model.embed_tokens.weight  # the activations' dtype, also under quantised linear layers
         self.head_dim = attn.head_dim
         self.kv_heads = attn.k_proj.out_features // self.head_dim
-        shape = (config.num_hidden_layers, rows, self.kv_heads, steps, self.head_dim)
+        self.keep = slots // 2
+        shape = (config.num_hidden_layers, rows, self.kv_heads, slots, self.head_dim)
         # Zeroed, not empty: no kernel may ever see memory that differs between encoder and decoder.
         self.k = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
         self.v = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
 
-    def _rope(self, h: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        position = torch.full((1, 1), self.t, dtype=torch.long, device=h.device)
+    def _rope(self, h: torch.Tensor, t: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        position = torch.full((1, 1), t, dtype=torch.long, device=h.device)
         rotary = self.module.model.rotary_emb
         if self.config.model_type == "gemma3_text":
             return {kind: rotary(h, position, kind) for kind in set(self.layer_types)}
@@ -114,13 +125,26 @@ class Stepper:
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         return a.o_proj((weights @ self.v[i, :, :, first : t + 1]).reshape(self.rows, -1))
 
+    def _shift(self, h: torch.Tensor) -> None:
+        """Keep slot 0 and the newest ``keep`` slots, moved to slots ``1..keep``; keys rotated back."""
+        slots, keep = self.k.shape[3], self.keep
+        moved = slots - keep - 1
+        back = self._rope(h, moved)
+        unit = self._rope(h, 0)  # cos(0) = the rotary's output scale, divided out below
+        for i, kind in enumerate(self.layer_types):
+            (cos, sin), (one, _) = back[kind], unit[kind]
+            cos, sin = (cos[0] / one[0]).to(self.k.dtype), (sin[0] / one[0]).to(self.k.dtype)
+            self.k[i, :, :, 1 : keep + 1] = _rotate(self.k[i, :, :, slots - keep :], cos, -sin)
+            self.v[i, :, :, 1 : keep + 1] = self.v[i, :, :, slots - keep :].clone()  # the ranges may overlap
+        self.t = keep + 1
+
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` ``(rows,)`` at the current position; returns ``(rows, vocab)`` logits for the next."""
-        if self.t >= self.k.shape[3]:
-            raise IndexError("the KV cache is full")
         model = self.module.model
         h = model.embed_tokens(tokens)
-        rope = self._rope(h)
+        if self.t == self.k.shape[3]:
+            self._shift(h)
+        rope = self._rope(h, self.t)
         for i, layer in enumerate(model.layers):
             cos, sin = rope[self.layer_types[i]]
             y = self._attention(i, layer, layer.input_layernorm(h), cos[0], sin[0])

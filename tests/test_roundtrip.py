@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from lmzip import LMZip, container
+from lmzip import LMZip, chunking, container
 from lmzip.chunking import Kind
 
 CASES = {
@@ -49,6 +49,29 @@ def test_many_chunks_and_batches(codec, tiny_lm):
     entries = container.parse(blob).entries
     assert sum(e.kind == Kind.LM for e in entries) > 2 * codec.batch_size  # several full batches and a partial one
     assert max(e.tokens for e in entries) <= codec.chunk_tokens + 2
+    assert codec.decompress(blob) == text
+
+
+def test_chunks_longer_than_the_context_run_in_a_window_and_round_trip(tiny_lm):
+    """The cache fills and moves many times within each chunk; the decoder reads the context from the file."""
+    text = "".join(f"Line {i}: the window moves, {i * 7 % 13} and {i * i}.\n" for i in range(40)).encode()
+    codec = LMZip(tiny_lm, batch_size=3, chunk_tokens=150, context=16)
+    blob = codec.compress(text)
+    archive = container.parse(blob)
+    assert archive.header["coding"]["context"] == 16
+    assert min(e.tokens for e in archive.entries if e.kind == Kind.LM) > 4 * 16
+    assert LMZip(tiny_lm, context=999).decompress(blob) == text
+
+
+def test_default_chunk_length_fills_one_batch(tiny_lm, monkeypatch):
+    monkeypatch.setattr(chunking, "MIN_CHUNK_TOKENS", 16)
+    text = ("Every row of the batch gets one chunk of this text, as long as it takes. " * 12).encode()
+    codec = LMZip(tiny_lm, batch_size=5)
+    blob = codec.compress(text)
+    archive = container.parse(blob)
+    tokens = [e.tokens for e in archive.entries if e.kind == Kind.LM]
+    assert len(tokens) == 5 and max(tokens) <= archive.header["coding"]["chunk_tokens"] + 2
+    assert max(tokens) - min(tokens) < 0.1 * sum(tokens) / 5  # one full batch of even rows
     assert codec.decompress(blob) == text
 
 

@@ -81,13 +81,44 @@ def test_output_head_is_onednn_on_cpu_in_float32_and_the_module_elsewhere():
     assert _output_head(model.to(torch.bfloat16)) is model.lm_head
 
 
-def test_stepper_refuses_to_run_past_its_cache():
-    step = Stepper(_llama().eval(), 1, 2)
+def _one_layer(build, **config):
+    """With one layer, a cached key or value depends only on its token and position, so a
+    window's cache can be checked against a fresh forward pass over the tokens it kept."""
+    model = build()
+    cls, cfg = type(model), model.config
+    cfg.num_hidden_layers = 1
+    for key, value in config.items():
+        setattr(cfg, key, value)
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[:1]
+    return cls(cfg)
+
+
+@pytest.mark.parametrize("build", [
+    _llama, _qwen2, _gemma3, lambda: _gemma3_global(),
+], ids=["llama", "qwen2", "gemma3-sliding", "gemma3-global"])
+def test_window_predicts_from_the_start_token_and_the_newest_tokens(build):
+    """Past a full cache, each step equals a fresh pass over the start token and the kept tokens."""
+    torch.manual_seed(0)
+    model = _one_layer(build).eval()
+    slots, steps = 12, 40
+    ids = torch.randint(0, VOCAB, (ROWS, steps))
+    kept: list[int] = []  # the positions in ids that the cache holds, as the window moves
     with torch.inference_mode():
-        step(torch.tensor([1]))
-        step(torch.tensor([2]))
-        with pytest.raises(IndexError):
-            step(torch.tensor([3]))
+        step = Stepper(model, ROWS, slots)
+        for t in range(steps):
+            if len(kept) == slots:
+                kept = kept[:1] + kept[-(slots // 2):]
+            kept.append(t)
+            reference = model(input_ids=ids[:, kept]).logits[:, -1]
+            assert torch.allclose(step(ids[:, t]), reference, atol=1e-5, rtol=1e-4), t
+    assert step.t < slots and len(kept) < slots
+
+
+def _gemma3_global():
+    model = _gemma3()
+    model.config.layer_types = ["full_attention"] * model.config.num_hidden_layers
+    return model
 
 
 def test_unsupported_architecture_is_named():
