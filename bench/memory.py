@@ -1,6 +1,6 @@
 """Peak resident memory of `lmzip compress` on a 5 MB file: the corpus joined and repeated.
 
-    python bench/memory.py [--size-mb 5] [--steps 1024] [--model smollm2-135m]
+    python bench/memory.py [--size-mb 5] [--steps 640] [--model smollm2-135m]
 
 Runs ``LMZip.compress`` (what ``lmzip compress`` runs) in a child process that reports its
 progress, and samples the child's RSS every 50 ms. The whole input is read and tokenised up
@@ -47,9 +47,9 @@ def _follow(stream, last: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=5)
-    ap.add_argument("--steps", type=int, default=2 * lmzip_codec.DEFAULT_CONTEXT,
+    ap.add_argument("--steps", type=int, default=lmzip_codec.DEFAULT_CONTEXT + 128,
                     help="stop once every row of the first batch has coded this many tokens (0: run to the end); "
-                         "the default passes three moves of the context window")
+                         "the default runs past the context window's first move")
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
     args = ap.parse_args()
     corpus = b"".join(p.read_bytes() for p in corpus_files())

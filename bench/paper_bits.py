@@ -7,8 +7,8 @@ stride 512, the file as one document) gives the theoretical cross-entropy; the r
 benchmarks/roundtrip-MODEL.csv (bench/roundtrip.py, run first) gives what lmzip's chunked
 coder wrote for the same file. Writes benchmarks/paper-bits-MODEL.csv and .md.
 
-The two differ in context (1388 to 1900 tokens in the paper's later windows, 0 to 511 within
-an lmzip chunk) and coverage (the paper scores no token after the last whole stride, and not
+The two differ in context (1388 to 1900 tokens in the paper's later windows; in an lmzip
+chunk 0 to 511 over its first 512 tokens, then 256 to 512 in its moving window) and coverage (the paper scores no token after the last whole stride, and not
 the first token of the stream), so the table compares bits per character of the tokens each
 one scores, and states the coverage.
 
@@ -73,8 +73,9 @@ def report(rows: list[dict], model: str) -> None:
     md = [f"# Theoretical (paper method) against written bits, {model}", "",
           "paper = Huang et al.'s method on the file alone (windows of 1900 tokens, stride 512, `lmzip bpc`); its "
           "BPC divides the bits of the tokens it scores by all the file's characters, as the paper does. lmzip = "
-          "the float cross-entropy and the payload bits of the file's round trip (chunks of 512 tokens, every token "
-          "scored; benchmarks/roundtrip-*.md). The gap is mostly context: an lmzip chunk starts from nothing.", "",
+          "the float cross-entropy and the payload bits of the file's round trip (every token scored; chunk lengths in "
+          "benchmarks/roundtrip-*.md). The gap is mostly context: an lmzip chunk starts from nothing, and its "
+          "window holds 256 to 512 tokens where the paper's hold 1388 to 1900.", "",
           "| file | characters | tokens | paper scored tokens | paper bits | paper BPC | lmzip float CE bits "
           "| lmzip payload bits | lmzip payload BPC | payload over paper |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

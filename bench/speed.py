@@ -11,9 +11,9 @@
 3. Batch size: real compress and decompress runs (each decoded and compared) of prose cut to
    fill exactly B chunks of ``--batch-chunk`` tokens; tokens/s, bytes/s and peak RSS.
 4. Chunk length: the same for each chunk length at a fixed KV-cache size (``--chunk-slots``
-   = rows x chunk tokens, the default's 48 x 512), so that longer chunks run fewer rows, as
-   they must within the memory limit; beside it the float bits/byte of one sample per corpus
-   area chunked at each length.
+   = rows x context, the default's 48 x 512; here the context is the chunk, so no window
+   moves), so that longer chunks run fewer rows, as they must within the memory limit; beside
+   it the float bits/byte of one sample per corpus area chunked at each length.
 
 Writes speed.csv, speed.md and speed.png into ``--out``.
 """
@@ -93,7 +93,7 @@ def float_bits(module, lm, texts: dict[str, bytes], chunk_tokens: int) -> float:
     """Float cross-entropy in bits of the texts, chunked by lmzip's chunker at ``chunk_tokens``."""
     bits = 0.0
     for data in texts.values():
-        for c in chunking.split(data, lm.tokenizer, chunk_tokens):
+        for c in chunking.split(data, lm.tokenizer, chunk_tokens)[0]:
             if c.kind != Kind.LM:
                 bits += 8 * len(c.payload)
                 continue
@@ -146,7 +146,7 @@ def coding_run(lm, tokens: list[int], batch: int, chunk: int) -> dict:
     """Compress then decompress text that fills ``batch`` chunks of ``chunk`` tokens; verify; time both."""
     need = int(batch * chunk * 0.97)  # re-tokenising a chunk's text can add a token or two
     data = lm.tokenizer.decode((tokens * (need // len(tokens) + 1))[:need]).encode()
-    codec = lmzip.LMZip(lm, batch_size=batch, chunk_tokens=chunk)
+    codec = lmzip.LMZip(lm, batch_size=batch, chunk_tokens=chunk, context=chunk)
     if lm.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(lm.device)
     with PeakRSS() as mem_c:
@@ -180,7 +180,7 @@ def main() -> None:
     ap.add_argument("--batch-chunk", type=int, default=128, help="chunk tokens in the batch sweep")
     ap.add_argument("--chunks", default="512,1024,2048", help="chunk lengths of the chunk sweep")
     ap.add_argument("--chunk-slots", type=int,
-                    default=lmzip.codec.DEFAULT_BATCH_SIZE * lmzip.codec.DEFAULT_CHUNK_TOKENS,
+                    default=lmzip.codec.DEFAULT_BATCH_SIZE * lmzip.codec.DEFAULT_CONTEXT,
                     help="rows x chunk tokens in the chunk sweep (its KV-cache size)")
     ap.add_argument("--ratio-chunks", default="128,256,512,1024,2048", help="chunk lengths for bits/byte")
     ap.add_argument("--sample-bytes", type=int, default=8000, help="bytes a corpus area for bits/byte")

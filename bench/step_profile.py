@@ -1,9 +1,10 @@
 """Where a step of the encoder's loop spends its time, against the matmul roofline.
 
-    python bench/step_profile.py [--model smollm2-135m] [--batch 48] [--chunk 512]
+    python bench/step_profile.py [--model smollm2-135m] [--batch 48] [--chunk 1024] [--context 512]
 
-Compresses one batch of ``--batch`` prose chunks of ``--chunk`` tokens with
-``engine.encode_batch`` (the loop ``lmzip compress`` runs, at the defaults unless told) under
+Compresses one batch of ``--batch`` prose chunks of ``--chunk`` tokens in a ``--context``
+window with ``engine.encode_batch`` (the loop ``lmzip compress`` runs, at the default batch and
+context unless told; the chunk is twice the context, so the window moves twice) under
 torch's profiler, then once more without it for the wall time. Ops are grouped as the linear
 layers' GEMMs, the output head's GEMM, attention's batched matmuls, and the rest; time outside
 any torch op is Python and the numba coder. The GEMM groups are also given in GFLOP/s beside the
@@ -32,7 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
     ap.add_argument("--batch", type=int, default=lmzip.codec.DEFAULT_BATCH_SIZE)
-    ap.add_argument("--chunk", type=int, default=lmzip.codec.DEFAULT_CHUNK_TOKENS)
+    ap.add_argument("--context", type=int, default=lmzip.codec.DEFAULT_CONTEXT)
+    ap.add_argument("--chunk", type=int, default=2 * lmzip.codec.DEFAULT_CONTEXT)
     args = ap.parse_args()
     lm = lmzip.load(args.model)
     text = (CORPUS / "prose" / "alice29.txt").read_text(encoding="utf-8")
@@ -44,10 +46,10 @@ def main() -> None:
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
-        engine.encode_batch(lm, rows, DEFAULT_PRECISION)
+        engine.encode_batch(lm, rows, args.context, DEFAULT_PRECISION)
         profiled_s = time.perf_counter() - began
     began = time.perf_counter()
-    engine.encode_batch(lm, rows, DEFAULT_PRECISION)
+    engine.encode_batch(lm, rows, args.context, DEFAULT_PRECISION)
     wall_s = time.perf_counter() - began
 
     seconds: dict[str, float] = {}
@@ -66,7 +68,8 @@ def main() -> None:
     linear = sum(m.weight.numel() for m in lm.module.modules() if isinstance(m, torch.nn.Linear)) - head
     flops = {"linear layers (F.linear GEMM)": 2 * linear * tokens, "output head (oneDNN GEMM)": 2 * head * tokens}
     md = [f"# One batch of the encoder's step loop, profiled ({args.model})", "",
-          f"{args.batch} rows x {args.chunk} tokens of prose/alice29.txt through `engine.encode_batch`. Wall time "
+          f"{args.batch} rows x {args.chunk} tokens of prose/alice29.txt through `engine.encode_batch`, context "
+          f"{args.context}. Wall time "
           f"{wall_s:.1f} s without the profiler ({tokens / wall_s:.1f} tok/s), {profiled_s:.1f} s with it; the "
           f"shares are of the profiled run. Roofline: F.linear/oneDNN square matmul {roofline / 1e9:.1f} GFLOP/s.",
           "", "| where | ms a step | share | GFLOP/s | of roofline |", "|---|---:|---:|---:|---:|"]
