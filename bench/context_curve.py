@@ -1,6 +1,6 @@
 """What a chunk's cold start costs: the model's loss against how much context a token has.
 
-    python bench/context_curve.py [--model smollm2-135m] [--window 2048] [--per-area 4]
+    python bench/context_curve.py [--model smollm2-135m] [--window 2048] [--per-area 8]
 
 From each corpus area, ``--per-area`` windows of ``--window`` tokens (spread evenly over the
 area's files) are scored teacher-forced from the start token, in float32. The mean bits a token
@@ -50,7 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
     ap.add_argument("--window", type=int, default=2048)
-    ap.add_argument("--per-area", type=int, default=4)
+    ap.add_argument("--per-area", type=int, default=8)
     args = ap.parse_args()
     lm = lmzip.load(args.model)
     areas = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
