@@ -18,10 +18,10 @@ import zstandard
 MIN_TEXT_BYTES = 64  # text islands shorter than this, between binary runs, go to the fallback
 FALLBACK_BYTES = 1 << 20  # a fallback chunk holds at most this much input
 ZSTD_LEVEL = 19
-# Each text chunk starts from an empty context. On prose, SmolLM2-135M spends about 210 bits
-# more on a chunk's first 256 tokens than on 256 tokens deep in a text (teacher-forced, per
-# position, on 8 windows of prose/alice29.txt and asyoulik.txt), and the table costs about 12
-# bytes a chunk: 2048-token chunks pay 3% for their starts, 512-token chunks 12%.
+# Each text chunk starts from an empty context. SmolLM2-135M spends about 200 (prose) to 350
+# (code, math, web) bits more on a chunk's first 256 tokens than deeper in a text, and little
+# more after that (benchmarks/context-curve.md); the table costs about 12 bytes a chunk. So
+# 2048-token chunks pay a few percent for their starts where 512-token chunks paid about 10%.
 MIN_CHUNK_TOKENS = 2048
 MAX_CHUNK_TOKENS = 1 << 15  # bounds a batch's token and interval buffers, whatever the input size
 _ESCAPED = re.compile("[\udc80-\udcff]+")
