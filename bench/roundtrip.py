@@ -1,8 +1,9 @@
 """Round-trip every corpus file with a model; report achieved bits beside the ideal and float bits.
 
-    python bench/roundtrip.py [--model smollm2-135m] [--device cpu] [--batch-size 64] [--out benchmarks]
+    python bench/roundtrip.py [--model smollm2-135m] [--dtype int8] [--device cpu] [--batch-size 48] [--out benchmarks]
 
-Writes roundtrip-MODEL.csv and roundtrip-MODEL.md into ``--out``. Every row is a real .lmz file that
+Writes roundtrip-MODEL.csv and roundtrip-MODEL.md into ``--out`` (MODEL-DTYPE for a dtype other
+than the device's default). Every row is a real .lmz file that
 was decoded again, in a fresh codec, and compared byte for byte with its input.
 """
 
@@ -49,12 +50,12 @@ def measure(codec: lmzip.LMZip, path, max_bytes: int | None = None) -> dict:
     }
 
 
-def report(rows: list[dict], model: str, codec: lmzip.LMZip, out=OUT) -> None:
-    write_csv(f"roundtrip-{model}.csv", rows, COLUMNS, out)
-    md = [f"# Round trips of the corpus with {model}", "",
+def report(rows: list[dict], label: str, codec: lmzip.LMZip, out=OUT) -> None:
+    write_csv(f"roundtrip-{label}.csv", rows, COLUMNS, out)
+    md = [f"# Round trips of the corpus with {label}", "",
           f"Defaults: batch {codec.batch_size}, context {codec.context} tokens, chunk length "
           f"{codec.chunk_tokens or 'chosen for each file (chunk tokens)'}, precision {codec.precision} bits, "
-          f"dtype {str(codec.lm.dtype).removeprefix('torch.')}, device {codec.lm.device.type}. Each file was compressed, decoded again in a fresh "
+          f"dtype {codec.lm.dtype_name}, device {codec.lm.device.type}. Each file was compressed, decoded again in a fresh "
           "codec and compared byte for byte.", "",
           "float CE = cross-entropy of the model's float probabilities under lmzip's chunking; ideal = sum of "
           "-log2(freq/2^precision) under the quantised tables; payload = bits the range coder wrote; container = "
@@ -71,7 +72,7 @@ def report(rows: list[dict], model: str, codec: lmzip.LMZip, out=OUT) -> None:
                   f"{r['decompress_s']} | {r['compress_B_s']} | {r['decompress_B_s']} | {r['peak_rss_mb']} | "
                   f"{r['round_trip']} |")
     md += ["", provenance(), ""]
-    write(f"roundtrip-{model}.md", "\n".join(md), out)
+    write(f"roundtrip-{label}.md", "\n".join(md), out)
 
 
 def main() -> None:
@@ -80,12 +81,14 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep the rows of an earlier run, measure the rest")
     ap.add_argument("--first", default="", help="comma-separated areas to measure before the others")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or int8 (default: the device's)")
     ap.add_argument("--batch-size", type=int, default=lmzip.codec.DEFAULT_BATCH_SIZE)
     ap.add_argument("--max-bytes", type=int, default=None, help="code only each file's first bytes (a dry run)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    codec = lmzip.LMZip(args.model, device=args.device, batch_size=args.batch_size)
-    done = args.out / f"roundtrip-{args.model}.csv"
+    codec = lmzip.LMZip(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    label = args.model if args.dtype in (None, "auto") else f"{args.model}-{args.dtype}"
+    done = args.out / f"roundtrip-{label}.csv"
     rows = list(csv.DictReader(open(done))) if args.resume and done.exists() else []
     first = args.first.split(",")
     todo = [p for p in corpus_files() if p.relative_to(CORPUS).as_posix() not in {r["file"] for r in rows}]
@@ -94,7 +97,7 @@ def main() -> None:
         print(rows[-1], flush=True)
         order = {p.relative_to(CORPUS).as_posix(): i for i, p in enumerate(corpus_files())}
         rows.sort(key=lambda r: order[r["file"]])
-        report(rows, args.model, codec, args.out)  # after every file, so a long run leaves what it measured
+        report(rows, label, codec, args.out)  # after every file, so a long run leaves what it measured
 
 
 if __name__ == "__main__":

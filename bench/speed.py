@@ -6,8 +6,8 @@
    model's FLOPs a token (its linear layers plus attention at the mean context) the tokens/s
    ceiling. Every throughput below is also given as a fraction of that ceiling.
 2. Compute paths: float cross-entropy of a sample (teacher-forced, 512-token windows) and the
-   lockstep step rate at batch 64, in fp32, bf16 and int8 (torch dynamic quantisation of every
-   linear layer): what a faster mode would cost in bits.
+   lockstep step rate at batch 64, in fp32, bf16 and int8 (``--dtype int8``:
+   ``models.quantize_int8``): what a faster mode costs in bits.
 3. Batch size: real compress and decompress runs (each decoded and compared) of prose cut to
    fill exactly B chunks of ``--batch-chunk`` tokens; tokens/s, bytes/s and peak RSS.
 4. Chunk length: the same for each chunk length at a fixed KV-cache size (``--chunk-slots``
@@ -25,14 +25,13 @@ import copy
 import math
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from common import CORPUS, ROOT, provenance, rss, write, write_csv
 
 import lmzip
-from lmzip import chunking
+from lmzip import chunking, models
 from lmzip.chunking import Kind
 from lmzip.transformer import ONEDNN, Stepper, onednn_linear
 
@@ -70,14 +69,6 @@ def matmul_flops(dtype: torch.dtype, n: int, device: torch.device, repeats: int 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _int8(module: torch.nn.Module) -> torch.nn.Module:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def flops_per_token(module: torch.nn.Module, context: float) -> float:
@@ -184,7 +175,7 @@ def main() -> None:
                     help="rows x chunk tokens in the chunk sweep (its KV-cache size)")
     ap.add_argument("--ratio-chunks", default="128,256,512,1024,2048", help="chunk lengths for bits/byte")
     ap.add_argument("--sample-bytes", type=int, default=8000, help="bytes a corpus area for bits/byte")
-    ap.add_argument("--path-bytes", type=int, default=600, help="bytes a corpus area for the compute paths")
+    ap.add_argument("--path-bytes", type=int, default=4000, help="bytes a corpus area for the compute paths")
     ap.add_argument("--paths", default="float32,bfloat16,int8")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
     args = ap.parse_args()
@@ -229,7 +220,7 @@ def main() -> None:
     path_rows = []
     for name in peak:
         module = lm.module if name == own else (
-            _int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
+            models.quantize_int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
         bits = float_bits(module, lm, texts, 512)
         rate = step_rate(module, lm, 64, 2 if name == "bfloat16" and device.type == "cpu" else 8)
         path_rows.append({"path": name, "matmul_gflop_s": round(peak[name] / 1e9, 1),
@@ -265,10 +256,16 @@ def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
                   f"{flops / flops_per_token(lm.module, 256):.0f} |")
     md += ["", "## Compute paths", "",
            f"Float bits/byte on the first {args.path_bytes} bytes of {', '.join(SAMPLES)} (512-token chunks), and "
-           "the lockstep step rate at batch 64. A faster path is worth offering only if it keeps the bits.", "",
-           "| path | matmul GFLOP/s | bits/byte | step tok/s, B=64 |", "|---|---:|---:|---:|"]
+           "the lockstep step rate at batch 64, side by side in this run. int8 is lmzip's `--dtype int8`: the "
+           "transformer blocks' linear layers in int8 per output channel, activations quantised each step, the "
+           "output head in float32. Each path is offered as a `--dtype`, at the cost in bits shown here.", "",
+           f"| path | matmul GFLOP/s | bits/byte | bits vs {own} | step tok/s, B=64 | speed vs {own} |",
+           "|---|---:|---:|---:|---:|---:|"]
+    base = next(r for r in path_rows if r["path"] == own)
     for r in path_rows:
-        md.append(f"| {r['path']} | {r['matmul_gflop_s']} | {r['bits_per_byte']:.4f} | {r['step_tok_s_b64']} |")
+        md.append(f"| {r['path']} | {r['matmul_gflop_s']} | {r['bits_per_byte']:.4f} | "
+                  f"{100 * (r['bits_per_byte'] / base['bits_per_byte'] - 1):+.2f}% | {r['step_tok_s_b64']} | "
+                  f"{r['step_tok_s_b64'] / base['step_tok_s_b64']:.2f}x |")
     for sweep, title in (("batch", f"## Batch size (chunk {args.batch_chunk} tokens)"),
                          ("chunk", f"## Chunk length (rows x chunk = {args.chunk_slots} KV slots)")):
         md += ["", title, "",

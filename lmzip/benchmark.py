@@ -87,7 +87,8 @@ def baseline_rows(path: Path, area: str | None = None) -> list[dict]:
 
 def lmzip_row(lz: LMZip, path: Path, area: str | None = None) -> dict:
     """lmzip on one file, decoded again by a fresh codec on the same model."""
-    return measure(path, f"lmzip {lz.lm.name}", lz.compress, LMZip(lz.lm).decompress, area)
+    name = f"lmzip {lz.lm.name}" + ("" if lz.lm.dtype_name == "float32" else f" {lz.lm.dtype_name}")
+    return measure(path, name, lz.compress, LMZip(lz.lm).decompress, area)
 
 
 def summary(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, float | None]]]:

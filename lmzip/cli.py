@@ -132,9 +132,17 @@ def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
     return lines
 
 
+_DTYPE = click.option(
+    "--dtype", type=click.Choice(["auto", *models.DTYPES]), default="auto", show_default=True,
+    help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU. int8 (CPU only) runs the transformer "
+         "blocks' linear layers in int8: about twice as fast, for a few percent more bits "
+         "(benchmarks/speed.md).")
+
+
 def _coding_options(command):
     """The options that shape the coding, shared by ``compress`` and ``bench``."""
     for option in reversed([
+        _DTYPE,
         click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
                      help="Rows coded in parallel, one text chunk each: more rows share each pass over the "
                           "weights, and the KV cache grows with them."),
@@ -162,14 +170,12 @@ def _coding_options(command):
 @click.option("-d", "--decompress", "decompress_", is_flag=True, help="Decompress instead (as 'lmzip decompress').")
 @_coding_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True, help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (recorded; the decoder replays them).")
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def compress(file, model, output, to_stdout, keep, remove, force, decompress_, batch_size, chunk_tokens, context,
-             device, dtype, threads, stats, paper_bpc, quiet) -> None:
+def compress(file, model, output, to_stdout, keep, remove, force, decompress_, dtype, batch_size, chunk_tokens,
+             context, device, threads, stats, paper_bpc, quiet) -> None:
     """Compress FILE ('-' for stdin) into FILE.lmz."""
     if decompress_:
         _decompress(file, output, to_stdout, remove, force, None, quiet)
@@ -377,8 +383,7 @@ def correlate(bpc_table, scores_table, paper, areas, exclude, bpc_column, predic
 @click.option("--area", help="Area label for every row (default: each file's folder name).")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Windows a forward pass.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@_DTYPE
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("-o", "--output", help="Write the table here instead of stdout.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
@@ -411,7 +416,7 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
 @_coding_options
 @click.option("--no-lmzip", is_flag=True, help="Only the classical compressors (fast).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write every row to this CSV.")
-def bench_command(paths, model, batch_size, chunk_tokens, context, no_lmzip, csv_path) -> None:
+def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, no_lmzip, csv_path) -> None:
     """Compare lmzip with gzip, bzip2, xz, zstd, brotli and PPMd on your files (round trips verified).
 
     PATHS are files or folders (every file below them). Prints bits per byte by compressor and
@@ -423,8 +428,8 @@ def bench_command(paths, model, batch_size, chunk_tokens, context, no_lmzip, csv
         files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()})
         if not files:
             raise InputError("no files to benchmark")
-        lz = None if no_lmzip else codec.LMZip(model, batch_size=batch_size, chunk_tokens=chunk_tokens,
-                                               context=context)
+        lz = None if no_lmzip else codec.LMZip(model, dtype=dtype, batch_size=batch_size,
+                                               chunk_tokens=chunk_tokens, context=context)
         rows = []
         for f in files:
             click.echo(f"lmzip: {f}", err=True)

@@ -186,7 +186,7 @@ class LMZip:
             "coding": {
                 "coder": CODER, "precision": self.precision, "chunk_tokens": chunk_tokens,
                 "context": self.context, "batch_size": self.batch_size, "start_token": self.lm.start_token,
-                "dtype": str(self.lm.dtype).removeprefix("torch."),
+                "dtype": self.lm.dtype_name,
             },
             "replay": env,
             "original": {"size": len(data), "characters": characters(data), "sha256": hashlib.sha256(data).hexdigest()},
@@ -210,9 +210,8 @@ class LMZip:
         coding = header["coding"]
         if coding["coder"] != CODER or coding["start_token"] != self.lm.start_token:
             raise ReplayError(f"unsupported coding parameters: {coding}")
-        dtype = str(self.lm.dtype).removeprefix("torch.")
-        if coding["dtype"] != dtype:
-            raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {dtype}")
+        if coding["dtype"] != self.lm.dtype_name:
+            raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {self.lm.dtype_name}")
         engine.check_environment(header["replay"], self.lm)
 
     def decompress(self, blob: bytes, progress: Progress | None = None, only: set[int] | None = None) -> bytes:

@@ -42,6 +42,8 @@ def environment(lm: LanguageModel) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    if lm.dtype == torch.qint8:
+        env["quantized_engine"] = torch.backends.quantized.engine  # whose int8 kernels ran
     if lm.device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(lm.device)
     else:
@@ -52,7 +54,7 @@ def environment(lm: LanguageModel) -> dict:
 def check_environment(recorded: dict, lm: LanguageModel) -> None:
     """Raise ReplayError where this process cannot rerun the recorded computation."""
     here = environment(lm)
-    for key in ("engine", "device", "device_name", "cpu_capability", "torch", "transformers"):
+    for key in ("engine", "device", "device_name", "cpu_capability", "quantized_engine", "torch", "transformers"):
         if recorded.get(key) != here.get(key):
             raise ReplayError(
                 f"cannot replay the encoder: file made with {key}={recorded.get(key)!r}, "

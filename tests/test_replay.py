@@ -59,3 +59,35 @@ def test_batches_are_even_and_keep_file_order():
     assert [len(b) for b in layout] == [4, 3, 3]
     assert [i for b in layout for i in b] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
     assert _batches([], 4) == [] and _batches(chunks, 100) == [[0, 1, 2, 3, 4, 5, 6, 8, 9, 10]]
+
+
+def test_int8_files_round_trip_and_name_their_dtype(tiny_model_dir, tiny_lm):
+    """The int8 path is its own computation: its files decode only under int8, and do so exactly."""
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    from lmzip import ReplayError, container, models
+
+    lm8 = models.load(str(tiny_model_dir), device="cpu", dtype="int8")
+    layer = lm8.module.model.layers[0]
+    assert isinstance(layer.mlp.down_proj, Int8Linear) and isinstance(layer.self_attn.q_proj, Int8Linear)
+    assert type(lm8.module.lm_head) is torch.nn.Linear  # the head stays float32
+    assert lm8.fingerprint == tiny_lm.fingerprint  # the same model, run another way
+    codec8 = LMZip(lm8, batch_size=3, chunk_tokens=48)
+    blob = codec8.compress(TEXT)
+    header, _ = container.read_header(blob)
+    assert header["coding"]["dtype"] == "int8"
+    assert header["replay"]["quantized_engine"] == torch.backends.quantized.engine
+    assert LMZip(lm8).decompress(blob) == TEXT
+    assert LMZip.for_file(blob, str(tiny_model_dir)).decompress(blob) == TEXT  # int8 chosen from the file
+    with pytest.raises(ReplayError, match="int8"):
+        LMZip(tiny_lm).decompress(blob)
+    codec32 = LMZip(tiny_lm, batch_size=3, chunk_tokens=48)
+    codec32.compress(TEXT)
+    assert codec8.last_stats.ideal_bits != codec32.last_stats.ideal_bits  # int8 logits really differ
+
+
+def test_int8_is_refused_off_the_cpu():
+    from lmzip import ModelError, models
+
+    with pytest.raises(ModelError, match="CPU only"):
+        models.resolve_dtype("int8", torch.device("cuda"))
