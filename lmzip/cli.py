@@ -135,8 +135,8 @@ def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
 _DTYPE = click.option(
     "--dtype", type=click.Choice(["auto", *models.DTYPES]), default="auto", show_default=True,
     help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU. int8 (CPU only) runs the transformer "
-         "blocks' linear layers in int8: about twice as fast, for a few percent more bits "
-         "(benchmarks/speed.md).")
+         "blocks' linear layers in int8: faster, for more bits "
+         "(benchmarks/roundtrip-smollm2-135m-int8.md against roundtrip-smollm2-135m.md).")
 
 
 def _coding_options(command):

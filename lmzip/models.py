@@ -150,13 +150,15 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
-    """The transformer blocks' linear layers in int8, per output channel; activations quantised per step.
+def quantize_int8(module: torch.nn.Module, within: str = "model.layers") -> torch.nn.Module:
+    """The linear layers under ``within`` (the transformer blocks; ``""`` for all) in int8, in place.
 
-    This is the CPU's fast path: int8 products run at about twice the float32 rate here
-    (benchmarks/speed.md). The output head stays float32, because its logits are what the coder
-    spends bits on: with the head in int8 too, the bits rose by tens of percent, against a few
-    percent without it (speed.md's compute paths). The dynamic activation scale is taken over the
+    Weights are quantised per output channel, activations at each call.
+
+    This is the CPU's fast path, for more bits: benchmarks/roundtrip-smollm2-135m-int8.md codes the
+    corpus with it. The output head stays float32, because its logits are what the coder spends
+    bits on: with the head in int8 too, the float bits of short samples rose 40% (speed.md at
+    commit cd2f790). The dynamic activation scale is taken over the
     whole batch, so a row's logits depend on the other rows; the encoder and the decoder run the
     same batches, so they agree (docs/FORMAT.md, "Determinism").
     """
@@ -164,7 +166,7 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(module, {"model.layers": per_channel_dynamic_qconfig}, inplace=True)
+        return quantize_dynamic(module, {within: per_channel_dynamic_qconfig}, inplace=True)
 
 
 def _from_pretrained(folder: Path, gguf_file: str | None):
