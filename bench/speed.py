@@ -258,7 +258,10 @@ def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
            f"Float bits/byte on the first {args.path_bytes} bytes of {', '.join(SAMPLES)} (512-token chunks), and "
            "the lockstep step rate at batch 64, side by side in this run. int8 is lmzip's `--dtype int8`: the "
            "transformer blocks' linear layers in int8 per output channel, activations quantised each step, the "
-           "output head in float32. Each path is offered as a `--dtype`, at the cost in bits shown here.", "",
+           "output head in float32. The bits here are teacher-forced: int8 then quantises a whole 512-token "
+           "window's activations with one scale, the start token's large ones included, where lmzip's step loop "
+           "quantises one token a row. So this column overstates int8's cost; the corpus round trip "
+           "(roundtrip-MODEL-int8.md) gives the real one.", "",
            f"| path | matmul GFLOP/s | bits/byte | bits vs {own} | step tok/s, B=64 | speed vs {own} |",
            "|---|---:|---:|---:|---:|---:|"]
     base = next(r for r in path_rows if r["path"] == own)

@@ -156,15 +156,17 @@ def quantize_int8(module: torch.nn.Module, within: str = "model.layers") -> torc
     Weights are quantised per output channel, activations at each call.
 
     This is the CPU's fast path, for more bits: benchmarks/roundtrip-smollm2-135m-int8.md codes the
-    corpus with it. The output head stays float32, because its logits are what the coder spends
-    bits on: with the head in int8 too, the float bits of short samples rose 40% (speed.md at
-    commit cd2f790). The dynamic activation scale is taken over the
-    whole batch, so a row's logits depend on the other rows; the encoder and the decoder run the
-    same batches, so they agree (docs/FORMAT.md, "Determinism").
+    corpus with it. The output head stays float32: its logits are what the coder spends bits on.
+    The dynamic activation scale is taken over the whole batch, so a row's logits
+    depend on the other rows; the encoder and the decoder run the same batches, so they agree
+    (docs/FORMAT.md, "Determinism").
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        try:
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        except ImportError as exc:
+            raise ModelError(f"dtype int8 needs torch.ao.quantization, which torch {torch.__version__} lacks") from exc
 
         return quantize_dynamic(module, {within: per_channel_dynamic_qconfig}, inplace=True)
 
