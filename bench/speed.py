@@ -5,8 +5,8 @@
 1. Roofline: sustained matmul FLOP/s of this machine in fp32, bf16 and int8, and from the
    model's FLOPs a token (its linear layers plus attention at the mean context) the tokens/s
    ceiling. Every throughput below is also given as a fraction of that ceiling.
-2. Compute paths: float cross-entropy of a sample (teacher-forced, 512-token windows) and the
-   lockstep step rate at batch 64, in fp32, bf16 and int8 (``--dtype int8``:
+2. Compute paths: the cross-entropy of a sample coded through lmzip's own step loop
+   (512-token chunks) and the step rate at batch 64, in fp32, bf16 and int8 (``--dtype int8``:
    ``models.quantize_int8``): what a faster mode costs in bits.
 3. Batch size: real compress and decompress runs (each decoded and compared) of prose cut to
    fill exactly B chunks of ``--batch-chunk`` tokens; tokens/s, bytes/s and peak RSS.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import threading
 import time
@@ -31,8 +32,9 @@ import torch
 from common import CORPUS, ROOT, provenance, rss, write, write_csv
 
 import lmzip
-from lmzip import chunking, models
+from lmzip import chunking, engine, models
 from lmzip.chunking import Kind
+from lmzip.quantize import DEFAULT_PRECISION
 from lmzip.transformer import ONEDNN, Stepper, onednn_linear
 
 SAMPLES = ["prose/alice29.txt", "web/html", "code/click_core.py", "math/hott_basics.tex"]
@@ -80,7 +82,7 @@ def flops_per_token(module: torch.nn.Module, context: float) -> float:
 
 
 @torch.inference_mode()
-def float_bits(module, lm, texts: dict[str, bytes], chunk_tokens: int) -> float:
+def float_bits(lm, texts: dict[str, bytes], chunk_tokens: int) -> float:
     """Float cross-entropy in bits of the texts, chunked by lmzip's chunker at ``chunk_tokens``."""
     bits = 0.0
     for data in texts.values():
@@ -89,9 +91,25 @@ def float_bits(module, lm, texts: dict[str, bytes], chunk_tokens: int) -> float:
                 bits += 8 * len(c.payload)
                 continue
             ids = torch.tensor([[lm.start_token, *c.tokens]], device=lm.device)
-            logits = module(input_ids=ids[:, :-1]).logits[0].float()
+            logits = lm.module(input_ids=ids[:, :-1]).logits[0].float()
             bits -= float(torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).sum()) / math.log(2)
     return bits
+
+
+def lockstep_bits(lm, texts: dict[str, bytes], chunk_tokens: int) -> float:
+    """Float cross-entropy in bits of the texts coded by ``engine.encode_batch``, as a file would be.
+
+    Not teacher-forced: under int8, activations are quantised a step at a time, over the batch's
+    rows, exactly as when lmzip compresses; a whole window at once would give other bits.
+    """
+    rows, bits = [], 0.0
+    for data in texts.values():
+        for c in chunking.split(data, lm.tokenizer, chunk_tokens)[0]:
+            if c.kind == Kind.LM:
+                rows.append(c.tokens)
+            else:
+                bits += 8 * len(c.payload)
+    return bits + float(engine.encode_batch(lm, rows, chunk_tokens, DEFAULT_PRECISION).ce_bits.sum())
 
 
 @torch.inference_mode()
@@ -194,7 +212,7 @@ def main() -> None:
         n = 8192 if device.type == "cuda" else 512 if dtype == torch.bfloat16 else 2048
         peak[name] = matmul_flops(dtype, n, device)
         print(f"matmul {name}: {peak[name] / 1e9:.1f} GFLOP/s", flush=True)
-    own = str(lm.dtype).removeprefix("torch.")
+    own = lm.dtype_name
 
     def ceiling(context: float) -> float:
         return peak[own] / flops_per_token(lm.module, context)
@@ -221,7 +239,7 @@ def main() -> None:
     for name in peak:
         module = lm.module if name == own else (
             models.quantize_int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
-        bits = float_bits(module, lm, texts, 512)
+        bits = lockstep_bits(dataclasses.replace(lm, module=module, dtype=models.DTYPES[name]), texts, 512)
         rate = step_rate(module, lm, 64, 2 if name == "bfloat16" and device.type == "cpu" else 8)
         path_rows.append({"path": name, "matmul_gflop_s": round(peak[name] / 1e9, 1),
                           "bits_per_byte": round(bits / sum(map(len, texts.values())), 4),
@@ -230,7 +248,7 @@ def main() -> None:
         del module
 
     texts = {name: (CORPUS / name).read_bytes()[: args.sample_bytes] for name in SAMPLES}
-    ratio = {c: float_bits(lm.module, lm, texts, c) / sum(map(len, texts.values())) for c in ints(args.ratio_chunks)}
+    ratio = {c: float_bits(lm, texts, c) / sum(map(len, texts.values())) for c in ints(args.ratio_chunks)}
     print("bits/byte by chunk:", ratio, flush=True)
 
     write_csv("speed-paths.csv", path_rows, out=args.out)
@@ -255,13 +273,11 @@ def markdown(runs, path_rows, ratio, peak, lm, args) -> str:
         md.append(f"| {name} | {flops / 1e9:.1f} | {flops / flops_per_token(lm.module, 64):.0f} | "
                   f"{flops / flops_per_token(lm.module, 256):.0f} |")
     md += ["", "## Compute paths", "",
-           f"Float bits/byte on the first {args.path_bytes} bytes of {', '.join(SAMPLES)} (512-token chunks), and "
-           "the lockstep step rate at batch 64, side by side in this run. int8 is lmzip's `--dtype int8`: the "
-           "transformer blocks' linear layers in int8 per output channel, activations quantised each step, the "
-           "output head in float32. The bits here are teacher-forced: int8 then quantises a whole 512-token "
-           "window's activations with one scale, the start token's large ones included, where lmzip's step loop "
-           "quantises one token a row. So this column overstates int8's cost; the corpus round trip "
-           "(roundtrip-MODEL-int8.md) gives the real one.", "",
+           f"Float bits/byte of the first {args.path_bytes} bytes of {', '.join(SAMPLES)}, coded in 512-token "
+           "chunks through lmzip's step loop (`engine.encode_batch`, the samples' chunks as one batch), and the "
+           "step rate at batch 64, side by side in this run. int8 is lmzip's `--dtype int8`: the transformer "
+           "blocks' linear layers in int8 per output channel, activations quantised each step, the output head "
+           "in float32. Each path is offered as a `--dtype`, at the cost in bits shown here.", "",
            f"| path | matmul GFLOP/s | bits/byte | bits vs {own} | step tok/s, B=64 | speed vs {own} |",
            "|---|---:|---:|---:|---:|---:|"]
     base = next(r for r in path_rows if r["path"] == own)
