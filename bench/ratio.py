@@ -16,17 +16,20 @@ import re
 from common import CORPUS, OUT, ROOT, corpus_files, provenance, write, write_csv
 
 from lmzip import benchmark
+from lmzip.models import DTYPES
 
 
 def lmzip_rows() -> list[dict]:
     rows = []
     for path in sorted(OUT.glob("roundtrip-*.csv")):
-        model = path.stem.removeprefix("roundtrip-")
+        label = path.stem.removeprefix("roundtrip-")  # MODEL, or MODEL-DTYPE (bench/roundtrip.py)
+        model, dtype = next(((label.removesuffix(f"-{d}"), d) for d in DTYPES if label.endswith(f"-{d}")),
+                            (label, "float32"))
         for r in csv.DictReader(open(path)):
             if r["round_trip"] != "ok":
                 raise SystemExit(f"{path}: {r['file']} did not round-trip")
             size = b"\0" * int(r["bytes"])  # row() needs only the length
-            rows.append(benchmark.row(CORPUS / r["file"], f"lmzip {model}", size, int(r["lmz_bytes"]),
+            rows.append(benchmark.row(CORPUS / r["file"], benchmark.lmzip_name(model, dtype), size, int(r["lmz_bytes"]),
                                       float(r["compress_s"]), float(r["decompress_s"])))
     return rows
 

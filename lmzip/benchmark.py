@@ -85,10 +85,14 @@ def baseline_rows(path: Path, area: str | None = None) -> list[dict]:
     return [measure(path, name, b.compress, b.decompress, area) for name, b in BASELINES.items()]
 
 
+def lmzip_name(model: str, dtype: str) -> str:
+    """A row's compressor name: ``lmzip MODEL``, and the dtype after it unless float32."""
+    return f"lmzip {model}" + ("" if dtype == "float32" else f" {dtype}")
+
+
 def lmzip_row(lz: LMZip, path: Path, area: str | None = None) -> dict:
     """lmzip on one file, decoded again by a fresh codec on the same model."""
-    name = f"lmzip {lz.lm.name}" + ("" if lz.lm.dtype_name == "float32" else f" {lz.lm.dtype_name}")
-    return measure(path, name, lz.compress, LMZip(lz.lm).decompress, area)
+    return measure(path, lmzip_name(lz.lm.name, lz.lm.dtype_name), lz.compress, LMZip(lz.lm).decompress, area)
 
 
 def summary(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, float | None]]]:

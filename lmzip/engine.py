@@ -23,7 +23,7 @@ import transformers
 from . import coder
 from .errors import ReplayError
 from .models import LanguageModel
-from .quantize import frequencies, interval, lookup
+from .quantize import intervals, lookups, probabilities
 from .transformer import Stepper
 
 Progress = Callable[[int], None]
@@ -73,8 +73,8 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _lockstep(lm: LanguageModel, rows: int, steps: int, context: int, precision: int) -> Generator:
-    """Yield ``(logits, freqs)`` for each step; receive the ``(rows,)`` tokens to feed next.
+def _lockstep(lm: LanguageModel, rows: int, steps: int, context: int) -> Generator:
+    """Yield ``(logits, probs)`` for each step; receive the ``(rows,)`` tokens to feed next.
 
     Finished rows are fed the start token, by the encoder and the decoder alike.
     """
@@ -83,7 +83,7 @@ def _lockstep(lm: LanguageModel, rows: int, steps: int, context: int, precision:
     with torch.inference_mode():
         for _ in range(steps):
             logits = step(x)
-            x = yield logits, frequencies(logits, precision)
+            x = yield logits, probabilities(logits)
 
 
 @dataclass
@@ -105,19 +105,20 @@ def encode_batch(lm: LanguageModel, rows: list[list[int]], context: int, precisi
     active = torch.arange(steps, device=lm.device)[None, :] < torch.as_tensor(lengths, device=lm.device)[:, None]
     pairs = torch.zeros((len(rows), steps, 2), dtype=torch.int64, device=lm.device)
     ce_nats = torch.zeros(len(rows), dtype=torch.float64, device=lm.device)
-    loop = _lockstep(lm, len(rows), steps, context, precision)
+    loop = _lockstep(lm, len(rows), steps, context)
     if steps:
-        logits, freqs = next(loop)
+        logits, probs = next(loop)
         for t in range(steps):
             tok = tokens[:, t]
-            pairs[:, t] = interval(freqs, tok)
-            logits = logits.float()
-            logp = logits.gather(-1, tok[:, None])[:, 0] - torch.logsumexp(logits, -1)
-            ce_nats -= torch.where(active[:, t], logp, 0).double()
+            logp = probs.gather(-1, tok[:, None])[:, 0].double().log()
+            if bool((logp == -torch.inf).any()):  # the float32 softmax underflowed: take the log domain's value
+                logp = torch.log_softmax(logits.float(), -1).gather(-1, tok[:, None])[:, 0].double()
+            ce_nats -= torch.where(active[:, t], logp, 0)
+            pairs[:, t] = intervals(probs, tok, precision)
             if progress:
                 progress(int(active[:, t].sum()))
             if t + 1 < steps:
-                logits, freqs = loop.send(tok)
+                logits, probs = loop.send(tok)
     starts, freqs = pairs.cpu().numpy().transpose(2, 0, 1)
     payloads = coder.encode(starts, freqs, lengths, precision)
     mask = np.arange(steps)[None, :] < lengths[:, None]
@@ -133,17 +134,17 @@ def decode_batch(lm: LanguageModel, payloads: list[bytes], lengths: list[int], c
     steps = int(lengths_np.max(initial=0))
     out = np.zeros((n, steps), dtype=np.int64)
     streams = coder.Decoder(payloads, precision)
-    loop = _lockstep(lm, n, steps, context, precision)
+    loop = _lockstep(lm, n, steps, context)
     if steps:
-        _, freqs = next(loop)
+        _, probs = next(loop)
         for t in range(steps):
             active = t < lengths_np
             target = torch.from_numpy(streams.targets(active)).to(lm.device)
-            chosen = lookup(freqs, target).cpu().numpy()
+            chosen = lookups(probs, target, precision).cpu().numpy()
             streams.consume(chosen[:, 1], chosen[:, 2], active)
             out[:, t] = np.where(active, chosen[:, 0], lm.start_token)
             if progress:
                 progress(int(active.sum()))
             if t + 1 < steps:
-                _, freqs = loop.send(torch.from_numpy(out[:, t]).to(lm.device))
+                _, probs = loop.send(torch.from_numpy(out[:, t]).to(lm.device))
     return [out[i, : lengths[i]].tolist() for i in range(n)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmzip.quantize import frequencies, interval, lookup
+from lmzip.quantize import frequencies, interval, intervals, lookup, lookups, probabilities
 
 
 @pytest.mark.parametrize("vocab,precision", [(49152, 24), (49152, 30), (262144, 30), (300, 12), (3, 8)])
@@ -55,3 +55,20 @@ def test_interval_and_lookup_against_a_full_prefix_sum(vocab):
         found = lookup(f, targets).numpy()
         assert np.array_equal(found[:, 0], tokens.numpy())
         assert np.array_equal(found[:, 1:], pairs)
+
+
+@pytest.mark.parametrize("vocab,precision,scale", [(49152, 30, 4.0), (262144, 30, 8.0), (1000, 20, 30.0), (3, 8, 1.0)])
+def test_cpu_kernels_match_the_tensor_table(vocab, precision, scale):
+    """``intervals`` and ``lookups`` on the CPU (numba, no table built) give exactly the table's numbers."""
+    torch.manual_seed(vocab + precision)
+    logits = torch.randn(6, vocab) * scale
+    logits[5] = 0.0  # a tie everywhere: the remainder goes to the first symbol
+    table = frequencies(logits, precision)
+    tokens = torch.tensor([0, vocab - 1, vocab // 2, int(table[3].argmax()), 1 % vocab, vocab // 3])
+    pairs = intervals(probabilities(logits), tokens, precision)
+    assert torch.equal(pairs, interval(table, tokens))
+    for pick in (lambda s, q: s, lambda s, q: s + q - 1, lambda s, q: s + q // 2):
+        targets = torch.tensor([pick(int(s), int(q)) for s, q in pairs])
+        assert torch.equal(lookups(probabilities(logits), targets, precision), lookup(table, targets))
+    with pytest.raises(ValueError):
+        intervals(probabilities(logits), tokens, 31)

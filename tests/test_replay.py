@@ -13,16 +13,20 @@ TEXT = ("Determinism is the heart of correctness; the decoder replays the encode
 
 
 def test_decoder_sees_the_encoders_tables(tiny_lm, monkeypatch):
-    """Hash every integer table the engine builds while encoding, then while decoding: same sequence."""
+    """Hash every step's probabilities while encoding, then while decoding: same sequence.
+
+    The integer tables are a pure function of these float32 probabilities (test_quantize), so the
+    decoder builds exactly the encoder's tables.
+    """
     seen: list[str] = []
-    real = engine.frequencies
+    real = engine.probabilities
 
-    def recording(logits, precision):
-        f = real(logits, precision)
-        seen.append(hashlib.sha256(f.numpy().tobytes()).hexdigest())
-        return f
+    def recording(logits):
+        p = real(logits)
+        seen.append(hashlib.sha256(p.numpy().tobytes()).hexdigest())
+        return p
 
-    monkeypatch.setattr(engine, "frequencies", recording)
+    monkeypatch.setattr(engine, "probabilities", recording)
     codec = LMZip(tiny_lm, batch_size=3, chunk_tokens=48)
     blob = codec.compress(TEXT)
     encoded, seen[:] = list(seen), []
