@@ -240,7 +240,7 @@ def main() -> None:
         module = lm.module if name == own else (
             models.quantize_int8(copy.deepcopy(lm.module)) if name == "int8" else copy.deepcopy(lm.module).to(getattr(torch, name)))
         bits = lockstep_bits(dataclasses.replace(lm, module=module, dtype=models.DTYPES[name]), texts, 512)
-        rate = step_rate(module, lm, 64, 2 if name == "bfloat16" and device.type == "cpu" else 8)
+        rate = step_rate(module, lm, 64, 4 if name == "bfloat16" and device.type == "cpu" else 32)
         path_rows.append({"path": name, "matmul_gflop_s": round(peak[name] / 1e9, 1),
                           "bits_per_byte": round(bits / sum(map(len, texts.values())), 4),
                           "step_tok_s_b64": round(rate, 1)})
