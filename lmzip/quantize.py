@@ -106,17 +106,22 @@ def _lookups(probs, targets, budget, total, out):
         out[r, 0], out[r, 1], out[r, 2] = v, start, freq
 
 
+def _on_cpu(kernel, columns: int, probs: torch.Tensor, values: torch.Tensor, precision: int) -> torch.Tensor:
+    """Run a row kernel over CPU probabilities and one value a row: ``(B, columns)`` int64."""
+    total, budget = _budget(probs.shape[-1], precision)
+    out = np.empty((probs.shape[0], columns), dtype=np.int64)
+    kernel(probs.numpy(), values.numpy(), np.float32(budget), total, out)
+    return torch.from_numpy(out)
+
+
 def intervals(probs: torch.Tensor, tokens: torch.Tensor, precision: int) -> torch.Tensor:
     """``(B, 2)`` int64: each row's ``(start, freq)`` for its token under ``frequencies``' table.
 
     ``probs`` comes from ``probabilities`` and may be overwritten.
     """
-    total, budget = _budget(probs.shape[-1], precision)
     if probs.device.type != "cpu":
         return interval(_quantise(probs, precision), tokens)
-    out = np.empty((probs.shape[0], 2), dtype=np.int64)
-    _intervals(probs.numpy(), tokens.numpy(), np.float32(budget), total, out)
-    return torch.from_numpy(out)
+    return _on_cpu(_intervals, 2, probs, tokens, precision)
 
 
 def lookups(probs: torch.Tensor, targets: torch.Tensor, precision: int) -> torch.Tensor:
@@ -124,12 +129,9 @@ def lookups(probs: torch.Tensor, targets: torch.Tensor, precision: int) -> torch
 
     ``probs`` comes from ``probabilities`` and may be overwritten.
     """
-    total, budget = _budget(probs.shape[-1], precision)
     if probs.device.type != "cpu":
         return lookup(_quantise(probs, precision), targets)
-    out = np.empty((probs.shape[0], 3), dtype=np.int64)
-    _lookups(probs.numpy(), targets.numpy(), np.float32(budget), total, out)
-    return torch.from_numpy(out)
+    return _on_cpu(_lookups, 3, probs, targets, precision)
 
 
 def _blocks(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
