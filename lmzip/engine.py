@@ -76,14 +76,17 @@ def threads(n: int) -> Iterator[None]:
 def _lockstep(lm: LanguageModel, rows: int, steps: int, context: int) -> Generator:
     """Yield ``(logits, probs)`` for each step; receive the ``(rows,)`` tokens to feed next.
 
-    Finished rows are fed the start token, by the encoder and the decoder alike.
+    Finished rows are fed the start token, by the encoder and the decoder alike. ``probs`` is one
+    buffer, which the next step overwrites.
     """
     step = Stepper(lm.module, rows, min(steps, context))
     x = torch.full((rows,), lm.start_token, dtype=torch.long, device=lm.device)
+    probs = None  # one buffer for every step's probabilities
     with torch.inference_mode():
         for _ in range(steps):
             logits = step(x)
-            x = yield logits, probabilities(logits)
+            probs = probabilities(logits, out=probs)
+            x = yield logits, probs
 
 
 @dataclass

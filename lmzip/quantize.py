@@ -42,9 +42,14 @@ def _budget(vocab: int, precision: int) -> tuple[int, int]:
     return total, budget
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """The float32 softmax of rows of logits ``(B, V)``: the one float input of every table."""
-    return torch.softmax(logits.float(), dim=-1)
+def probabilities(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 softmax of rows of logits ``(B, V)``: the one float input of every table.
+
+    ``out``, a float32 ``(B, V)`` tensor, receives it, so that a step loop reuses one buffer: on a
+    CPU a fresh tensor of that size (50 MB at 256 x 49152) is above glibc's mmap threshold and
+    page-faults anew every step. The same kernel runs either way, so the same numbers come out.
+    """
+    return torch.softmax(logits.float(), dim=-1, out=out)
 
 
 def _quantise(probs: torch.Tensor, precision: int) -> torch.Tensor:

@@ -75,3 +75,22 @@ def test_cpu_kernels_match_the_tensor_table(vocab, precision, scale):
         assert torch.equal(lookups(probabilities(logits), targets, precision), lookup(table, targets))
     with pytest.raises(ValueError):
         intervals(probabilities(logits), tokens, 31)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_probabilities_into_a_reused_buffer_are_bitwise_the_fresh_ones(threads):
+    """The step loop writes every step's softmax into one buffer; no bit may differ from a fresh one,
+    or files written before the buffer would no longer decode under the same engine revision."""
+    torch.manual_seed(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        buffer = None
+        for scale in (0.1, 4.0, 300.0):
+            logits = torch.randn(33, 49152) * scale
+            out = probabilities(logits, out=buffer)
+            assert buffer is None or out.data_ptr() == buffer.data_ptr()
+            assert torch.equal(out.view(torch.int32), torch.softmax(logits, dim=-1).view(torch.int32))
+            buffer = out
+    finally:
+        torch.set_num_threads(before)
