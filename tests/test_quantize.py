@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmzip import engine
 from lmzip.quantize import frequencies, interval, intervals, lookup, lookups, probabilities
 
 
@@ -82,15 +83,11 @@ def test_probabilities_into_a_reused_buffer_are_bitwise_the_fresh_ones(threads):
     """The step loop writes every step's softmax into one buffer; no bit may differ from a fresh one,
     or files written before the buffer would no longer decode under the same engine revision."""
     torch.manual_seed(threads)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        buffer = None
+    buffer = None
+    with engine.threads(threads):
         for scale in (0.1, 4.0, 300.0):
             logits = torch.randn(33, 49152) * scale
             out = probabilities(logits, out=buffer)
             assert buffer is None or out.data_ptr() == buffer.data_ptr()
             assert torch.equal(out.view(torch.int32), torch.softmax(logits, dim=-1).view(torch.int32))
             buffer = out
-    finally:
-        torch.set_num_threads(before)
