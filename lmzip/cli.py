@@ -169,16 +169,20 @@ def _coding_options(command):
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-d", "--decompress", "decompress_", is_flag=True, help="Decompress instead (as 'lmzip decompress').")
 @_coding_options
+@click.option("--engine", "engine_name", type=click.Choice(codec.ENGINES), default="int", show_default=True,
+              help="int: exact integer arithmetic, files decode on any machine, batch size and thread count. "
+                   "float: float32 replay, files decode only where the encoder's computation replays.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads (recorded; the decoder replays them).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads (the float engine records them).")
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def compress(file, model, output, to_stdout, keep, remove, force, decompress_, dtype, batch_size, chunk_tokens,
-             context, device, threads, stats, paper_bpc, quiet) -> None:
+             context, engine_name, device, threads, stats, paper_bpc, quiet) -> None:
     """Compress FILE ('-' for stdin) into FILE.lmz."""
     if decompress_:
-        _decompress(file, output, to_stdout, remove, force, None, quiet)
+        _decompress(file, output, to_stdout, remove, force, None, quiet,
+                    {"batch_size": batch_size, "threads": threads, "device": device})
         return
 
     def go() -> None:
@@ -188,7 +192,7 @@ def compress(file, model, output, to_stdout, keep, remove, force, decompress_, d
         _check_free(dest, force)
         data = _read(file)
         lz = codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-                         context=context, threads=threads)
+                         context=context, threads=threads, engine=engine_name)
         with _Progress("compressing", quiet) as bar:
             blob = lz.compress(data, progress=bar)
         _write(dest, blob, force)
@@ -215,12 +219,12 @@ def _paper_bits(lm: models.LanguageModel, data: bytes) -> float | None:
         return None
 
 
-def _decompress(file, output, to_stdout, remove, force, model, quiet) -> None:
+def _decompress(file, output, to_stdout, remove, force, model, quiet, layout: dict) -> None:
     def go() -> None:
         dest = _target(file, output, to_stdout, compressing=False)
         _check_free(dest, force)
         blob = _read(file)
-        lz = codec.LMZip.for_file(blob, model)
+        lz = codec.LMZip.for_file(blob, model, **layout)
         with _Progress("decompressing", quiet) as bar:
             data = lz.decompress(blob, progress=bar)
         _write(dest, data, force)
@@ -228,6 +232,18 @@ def _decompress(file, output, to_stdout, remove, force, model, quiet) -> None:
             os.unlink(file)
 
     _run(go)
+
+
+def _decoder_options(command):
+    """How the integer engine's decoder lays out its own work (float-engine files replay theirs)."""
+    for option in reversed([
+        click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
+                     help="Chunks decoded in parallel."),
+        click.option("--threads", type=click.IntRange(1), help="CPU threads [default: torch's]."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -238,23 +254,27 @@ def _decompress(file, output, to_stdout, remove, force, model, quiet) -> None:
 @click.option("--rm", "remove", is_flag=True, help="Delete the input once the output is written.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-m", "--model", help="Use this model instead of the one the file names (it must be the same model).")
+@_decoder_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def decompress(file, output, to_stdout, keep, remove, force, model, quiet) -> None:
+def decompress(file, output, to_stdout, keep, remove, force, model, batch_size, threads, device, quiet) -> None:
     """Decompress FILE.lmz ('-' for stdin), checking every checksum."""
-    _decompress(file, output, to_stdout, remove, force, model, quiet)
+    _decompress(file, output, to_stdout, remove, force, model, quiet,
+                {"batch_size": batch_size, "threads": threads, "device": device})
 
 
 @main.command()
 @click.argument("file")
 @click.option("-m", "--model", help="Use this model instead of the one the file names.")
+@_decoder_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def verify(file, model, quiet) -> None:
+def verify(file, model, batch_size, threads, device, quiet) -> None:
     """Decode FILE.lmz in memory and check every checksum; writes nothing."""
 
     def go() -> None:
         blob = _read(file)
         with _Progress("verifying", quiet) as bar:
-            codec.LMZip.for_file(blob, model).decompress(blob, progress=bar)
+            lz = codec.LMZip.for_file(blob, model, batch_size=batch_size, threads=threads, device=device)
+            lz.decompress(blob, progress=bar)
         click.echo(f"{file}: OK")
 
     _run(go)
@@ -280,7 +300,7 @@ def info(file, as_json) -> None:
         lines = [
             f"model        {h['model']['name']} (fingerprint {h['model']['fingerprint']})",
             f"coding       {h['coding']}",
-            f"replay       {h['replay']}",
+            *([f"replay       {h['replay']}"] if "replay" in h else []),
             f"original     {size} bytes, {chars} characters, sha256 {h['original']['sha256']}",
             f"compressed   {len(blob)} bytes (container {archive.container_bytes})",
             f"ratio        {size / max(len(blob), 1):.3f}; {8 * len(blob) / max(size, 1):.4f} bits per byte, "

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 import zstandard
 
-from . import chunking, coder, container, engine, models
+from . import chunking, coder, container, engine, models, predictor
 from .chunking import Kind
 from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
@@ -37,6 +37,7 @@ from .quantize import DEFAULT_PRECISION
 DEFAULT_CONTEXT = 512
 DEFAULT_BATCH_SIZE = 48
 CODER = "range64"
+ENGINES = ("int", "float")  # the exact integer engine (default), or float32 replay (engine.py)
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Stats:
     tokens: int
     lm_chunks: int
     fallback_chunks: int
-    ce_bits: float  # float cross-entropy of the text chunks under this chunking
+    ce_bits: float  # the model's cross-entropy of the text chunks under this chunking, before quantisation
     ideal_bits: float  # sum of -log2(freq / total) under the quantised tables
     payload_bits: int  # bits the range coder wrote for the text chunks
     fallback_bytes: int  # bytes of zstd or stored chunks
@@ -73,7 +74,7 @@ class Stats:
         if paper_bits is not None:
             rows.append(("paper-method cross-entropy", paper_bits, "windows of 1900 with stride 512, theoretical"))
         rows += [
-            ("float cross-entropy", self.ce_bits, "lmzip's chunks: context starts empty at each chunk, then a window"),
+            ("model cross-entropy", self.ce_bits, "lmzip's chunks: context starts empty at each chunk, then a window"),
             ("quantised ideal", self.ideal_bits, "integer tables: min frequency 1, rounding"),
             ("payload written", float(self.payload_bits), "range coder: truncation, under two bits a chunk to end it"),
             ("+ fallback chunks", float(self.payload_bits + 8 * self.fallback_bytes), "zstd or stored non-text"),
@@ -85,6 +86,13 @@ class Stats:
 @functools.lru_cache(maxsize=4)
 def _load(spec: str, device: str | None, dtype: str | None) -> LanguageModel:
     return models.load(spec, device=device, dtype=dtype)
+
+
+def _dtype_for(engine_name: str, dtype: str | None) -> str | None:
+    """The integer engine quantises the float32 model, whatever dtype was asked for."""
+    if engine_name not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+    return "float32" if engine_name == "int" else dtype
 
 
 Progress = Callable[[int, int], None]  # (tokens just done, tokens in all)
@@ -136,9 +144,11 @@ class LMZip:
     def __init__(self, model: str | LanguageModel = models.DEFAULT_MODEL, *, device: str | None = None,
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
-                 precision: int = DEFAULT_PRECISION, threads: int | None = None) -> None:
+                 precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int") -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or context < 2:
             raise ValueError("batch_size and chunk_tokens must be at least 1, context at least 2")
+        dtype = _dtype_for(engine, dtype)
+        self.engine = engine
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype)
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input
@@ -155,13 +165,16 @@ class LMZip:
         step = _per_step(progress, sum(len(c.tokens or ()) for c in chunks))
         ce = ideal = 0.0
         with engine.threads(self.threads):
-            env = engine.environment(self.lm)
+            env = engine.environment(self.lm) if self.engine == "float" else None
             for batch in _batches(chunks, self.batch_size):
-                done = engine.encode_batch(self.lm, [chunks[i].tokens for i in batch], self.context,
-                                           self.precision, step)
+                rows = [chunks[i].tokens for i in batch]
+                if self.engine == "int":
+                    done = self.lm.predictor().encode(rows, self.context, self.precision, step)
+                else:
+                    done = engine.encode_batch(self.lm, rows, self.context, self.precision, step)
+                ce += float(done.ce_bits.sum())
                 for i, payload in zip(batch, done.payloads):
                     chunks[i].payload = payload
-                ce += float(done.ce_bits.sum())
                 ideal += float(done.ideal_bits.sum())
         archive = container.Archive(self._header(data, env, chunk_tokens), [
             container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
@@ -180,39 +193,54 @@ class LMZip:
         )
         return blob
 
-    def _header(self, data: bytes, env: dict, chunk_tokens: int) -> dict:
-        return {
-            "model": {"name": self.lm.name, "fingerprint": self.lm.fingerprint, "vocab": self.lm.vocab_size},
-            "coding": {
-                "coder": CODER, "precision": self.precision, "chunk_tokens": chunk_tokens,
-                "context": self.context, "batch_size": self.batch_size, "start_token": self.lm.start_token,
-                "dtype": self.lm.dtype_name,
-            },
-            "replay": env,
+    def _fingerprint(self) -> str:
+        return self.lm.integer_fingerprint if self.engine == "int" else self.lm.fingerprint
+
+    def _header(self, data: bytes, env: dict | None, chunk_tokens: int) -> dict:
+        coding = {"engine": predictor.ENGINE if self.engine == "int" else engine.ENGINE, "coder": CODER,
+                  "precision": self.precision, "chunk_tokens": chunk_tokens, "context": self.context,
+                  "start_token": self.lm.start_token}
+        header = {
+            "model": {"name": self.lm.name, "fingerprint": self._fingerprint(), "vocab": self.lm.vocab_size},
+            "coding": coding,
             "original": {"size": len(data), "characters": characters(data), "sha256": hashlib.sha256(data).hexdigest()},
         }
+        if env is not None:  # the float engine: what the decoder must replay
+            coding.update(batch_size=self.batch_size, dtype=self.lm.dtype_name)
+            header["replay"] = env
+        return header
 
     @classmethod
-    def for_file(cls, blob: bytes, model: str | None = None) -> LMZip:
-        """A codec set up as ``blob``'s encoder was: its model (or ``model``), device class and dtype."""
+    def for_file(cls, blob: bytes, model: str | None = None, **options) -> LMZip:
+        """A codec for ``blob``: its model (or ``model``) and engine; the decoder's own ``options``
+        (``batch_size``, ``threads``, ``device``) for the integer engine, the file's for float replay."""
         header, _ = container.read_header(bytes(blob))
+        if header["coding"]["engine"] == predictor.ENGINE:
+            return cls(model or header["model"]["name"], engine="int", **options)
         device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
-        return cls(model or header["model"]["name"], device=device, dtype=header["coding"]["dtype"])
+        return cls(model or header["model"]["name"], device=device, dtype=header["coding"]["dtype"], engine="float")
 
     def check(self, header: dict) -> None:
-        """Raise unless this codec can decode a file with ``header``: same model, replayable environment."""
+        """Raise unless this codec can decode a file with ``header``: same model, same engine, same coding."""
+        coding = header["coding"]
+        name = {predictor.ENGINE: "int", engine.ENGINE: "float"}.get(coding["engine"])
+        if name is None:
+            raise ReplayError(f"file was made by engine '{coding['engine']}', which this lmzip does not run "
+                              f"(it runs {predictor.ENGINE} and {engine.ENGINE})")
+        if name != self.engine:
+            raise ReplayError(f"file was made by the {name} engine, this codec runs the {self.engine} engine")
         want = header["model"]
-        if want["fingerprint"] != self.lm.fingerprint:
+        if want["fingerprint"] != self._fingerprint():
             raise ModelError(
                 f"file was made with model '{want['name']}' (fingerprint {want['fingerprint']}), "
-                f"not with '{self.lm.name}' (fingerprint {self.lm.fingerprint})"
+                f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"
             )
-        coding = header["coding"]
         if coding["coder"] != CODER or coding["start_token"] != self.lm.start_token:
             raise ReplayError(f"unsupported coding parameters: {coding}")
-        if coding["dtype"] != self.lm.dtype_name:
-            raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {self.lm.dtype_name}")
-        engine.check_environment(header["replay"], self.lm)
+        if self.engine == "float":
+            if coding["dtype"] != self.lm.dtype_name:
+                raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {self.lm.dtype_name}")
+            engine.check_environment(header["replay"], self.lm)
 
     def decompress(self, blob: bytes, progress: Progress | None = None, only: set[int] | None = None) -> bytes:
         """Decode a .lmz file, checking every checksum; ``only`` restricts it to those chunk indices.
@@ -222,14 +250,16 @@ class LMZip:
         archive = container.parse(bytes(blob))
         self.check(archive.header)
         coding = archive.header["coding"]
-        batches = [b for b in _batches(archive.entries, coding["batch_size"]) if only is None or only.intersection(b)]
+        replay = archive.header.get("replay")  # float engine: replay the encoder's batches and threads
+        layout = _batches(archive.entries, coding["batch_size"] if replay else self.batch_size)
+        batches = [b for b in layout if only is None or only.intersection(b)]
         step = _per_step(progress, sum(archive.entries[i].tokens for b in batches for i in b))
         out: list[bytes | None] = [None] * len(archive.entries)
-        with engine.threads(archive.header["replay"]["threads"]):
+        with engine.threads(replay["threads"] if replay else self.threads):
             for batch in batches:
-                rows = engine.decode_batch(self.lm, [archive.payloads[i] for i in batch],
-                                           [archive.entries[i].tokens for i in batch], coding["context"],
-                                           coding["precision"], step)
+                decode = self.lm.predictor().decode if replay is None else functools.partial(engine.decode_batch, self.lm)
+                rows = decode([archive.payloads[i] for i in batch], [archive.entries[i].tokens for i in batch],
+                              coding["context"], coding["precision"], step)
                 for i, ids in zip(batch, rows):
                     out[i] = chunking.decode(self.lm.tokenizer, ids).encode("utf-8", errors="surrogatepass")
         for i, (entry, payload) in enumerate(zip(archive.entries, archive.payloads)):
@@ -265,9 +295,10 @@ def compress(data: bytes, model: str = models.DEFAULT_MODEL, **options) -> bytes
     return LMZip(model, **options).compress(data)
 
 
-def decompress(blob: bytes, model: str | None = None) -> bytes:
-    """Decompress a .lmz file with the model it names (or ``model``, a path to the same model)."""
-    return LMZip.for_file(blob, model).decompress(blob)
+def decompress(blob: bytes, model: str | None = None, **options) -> bytes:
+    """Decompress a .lmz file with the model it names (or ``model``, a path to the same model);
+    ``options`` (``batch_size``, ``threads``, ``device``) lay out the integer engine's decoding."""
+    return LMZip.for_file(blob, model, **options).decompress(blob)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

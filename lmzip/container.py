@@ -1,17 +1,19 @@
-"""The .lmz container, format version 3 (specified in docs/FORMAT.md).
+"""The .lmz container, format version 4 (specified in docs/FORMAT.md).
 
     magic (8) | version u16 | header length u32 | header | CRC32 of all before (u32)
     chunk table: varint count, then per chunk varint kind, tokens, raw length, payload length
                  in bits, and the CRC32 of the chunk's original bytes (u32) | CRC32 of the table (u32)
-    payloads, concatenated bit by bit (most significant first), zero-padded to a whole byte
+    payloads, concatenated bit by bit (most significant first), zero-padded to a whole byte;
+    the padding bits must be zero, so that no bit of the file goes unchecked
 
 Payloads are measured in bits because a range-coded chunk ends at its last 1 bit (the decoder
 reads zeros after it): packing to the bit saves about 3.5 bits a chunk over byte alignment.
 
 The header is JSON, raw-deflated against a fixed preset dictionary (``HEADER_DICTIONARY``,
 which is part of the format): about 100 bytes instead of 430. It makes a file self-describing:
-the model's name and fingerprint, every coding parameter, the environment the decoder must
-replay, and the original size and SHA-256.
+the model's name and fingerprint, the engine and every coding parameter (and, for the float
+engine only, the environment the decoder must replay), and the original size and SHA-256.
+``check_header`` holds the one schema every reader relies on.
 """
 
 from __future__ import annotations
@@ -25,16 +27,45 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = 3
+VERSION = 4
 _FIXED = struct.Struct("<8sHI")
 HEADER_DICTIONARY = (
-    b'{"coding":{"batch_size":48,"chunk_tokens":2048,"coder":"range64","context":512,"dtype":"float32","bfloat16",'
+    b'"replay":{"cpu_capability":"AVX2","AVX512","device":"cpu","cuda","device_name":"NVIDIA ",'
+    b'"engine":"lockstep-window-kv/4","threads":2,"torch":"2.13.0+cpu","transformers":"5.24.0"}}'
+    b'"batch_size":48,"dtype":"float32","bfloat16",'
+    b'{"coding":{"chunk_tokens":2048,"coder":"range64","context":512,"engine":"int/1",'
     b'"precision":30,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
-    b'"vocab":49152},"original":{"characters":,"sha256":"","size":},"replay":{"cpu_capability":"AVX2",'
-    b'"AVX512","device":"cpu","cuda","device_name":"NVIDIA ","engine":"lockstep-window-kv/4",'
-    b'"threads":2,"torch":"2.13.0+cpu",'
-    b'"transformers":"5.24.0"}}'
+    b'"vocab":49152},"original":{"characters":,"sha256":"","size":}}'
 )
+
+# The header's schema: every reader may rely on these fields and types. ``replay`` (and
+# ``coding.batch_size``, ``coding.dtype``) appear in float-engine files only.
+SCHEMA = {
+    "model": {"name": str, "fingerprint": str, "vocab": int},
+    "coding": {"engine": str, "coder": str, "precision": int, "chunk_tokens": int, "context": int, "start_token": int},
+    "original": {"size": int, "characters": int, "sha256": str},
+}
+FLOAT_SCHEMA = {"coding": {"batch_size": int, "dtype": str}, "replay": {"threads": int, "device": str}}
+
+
+def check_header(header: object) -> dict:
+    """``header`` if it has every field of ``SCHEMA`` with its type; else NotLmzipError naming the field."""
+    def check(obj, schema, path):
+        if not isinstance(obj, dict):
+            raise NotLmzipError(f"not an lmzip file: header field '{path or 'header'}' is not an object")
+        for key, kind in schema.items():
+            where = f"{path}.{key}" if path else key
+            if key not in obj:
+                raise NotLmzipError(f"not an lmzip file: header field '{where}' is missing")
+            if isinstance(kind, dict):
+                check(obj[key], kind, where)
+            elif not isinstance(obj[key], kind) or isinstance(obj[key], bool):
+                raise NotLmzipError(f"not an lmzip file: header field '{where}' is not {kind.__name__}")
+
+    check(header, SCHEMA, "")
+    if "replay" in header:
+        check(header, FLOAT_SCHEMA, "")
+    return header
 
 
 def pack_header(header: dict) -> bytes:
@@ -162,7 +193,7 @@ def read_header(blob: bytes) -> tuple[dict, int]:
     (crc,) = struct.unpack("<I", r.take(4, "header"))
     if zlib.crc32(blob[: r.pos - 4]) != crc:
         raise ChecksumError("damaged lmzip file: header checksum mismatch")
-    return unpack_header(body), r.pos
+    return check_header(unpack_header(body)), r.pos
 
 
 def parse(blob: bytes) -> Archive:
@@ -185,6 +216,8 @@ def parse(blob: bytes) -> Archive:
     area = r.take(-(-total // 8), "payloads")
     if r.pos != len(blob):
         raise ChecksumError(f"damaged lmzip file: {len(blob) - r.pos} unexpected bytes after the last chunk")
+    if total % 8 and area[-1] & ((1 << (8 - total % 8)) - 1):
+        raise ChecksumError("damaged lmzip file: the padding after the last chunk is not zero")
     offsets = [0]
     for e in entries:
         offsets.append(offsets[-1] + e.payload_bits)

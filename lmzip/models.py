@@ -15,7 +15,7 @@ import hashlib
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -97,6 +97,25 @@ class LanguageModel:
     fingerprint: str
     device: torch.device
     dtype: torch.dtype
+    _predictor: object = field(default=None, repr=False, compare=False)
+
+    def predictor(self):
+        """The integer engine's ``predictor.Predictor`` for this model, built once (about 3 s)."""
+        if self._predictor is None:
+            from .predictor import build
+
+            source = self.module if self.dtype == torch.float32 else None
+            if source is None:
+                raise ModelError("the integer engine quantises the float32 model: load it with dtype float32")
+            self._predictor = build(source, self.device, self.start_token)
+        return self._predictor
+
+    @property
+    def integer_fingerprint(self) -> str:
+        """128 bits of SHA-256 over every integer the integer engine computes with, and the tokenizer."""
+        h = hashlib.sha256(self.predictor().model.fingerprint().encode())
+        h.update(self.tokenizer.backend_tokenizer.to_str().encode())
+        return h.hexdigest()[:32]
 
     @property
     def dtype_name(self) -> str:

@@ -169,3 +169,110 @@ def lookup(freqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     rest = (targets - before.gather(1, block[:, None])[:, 0])[:, None]
     offset = torch.searchsorted(inner.cumsum(-1), rest, right=True)[:, 0].clamp_(max=BLOCK - 1)
     return torch.cat([(block * BLOCK + offset)[:, None], _pair(blocks, before, block, offset)], dim=1)
+
+
+# -- integer logits (the integer engine) ------------------------------------------------------
+#
+# The integer engine's logits are int64 fixed point in 2**-12 nats (``intmodel.FS``). A row's
+# table is ``P[v] = E[min(max - logit[v], len(E) - 1)]``, with ``E`` the model's integer table of
+# ``exp(-d)`` (1 = 2**30, falling to 0), then ``f[v] = 1 + floor(P[v] * (2**P - V) / sum(P))``,
+# the remainder to the first most likely symbol. Every step is an integer operation, so every
+# machine builds the same table; ``int_frequencies`` is the plain numpy statement of it, and the
+# numba kernels below give the same numbers without building the table.
+
+
+def int_budget(vocab: int, precision: int) -> tuple[int, int]:
+    """``(total, budget)`` of an integer table: ``floor(P * budget / sum(P))`` sums to at most ``budget``."""
+    if not 1 <= precision <= MAX_PRECISION:
+        raise ValueError(f"precision must be in 1..{MAX_PRECISION}")
+    total = 1 << precision
+    if total - vocab < vocab:
+        raise ValueError(f"precision {precision} is too low for a vocabulary of {vocab}")
+    return total, total - vocab
+
+
+def int_frequencies(logits: np.ndarray, exp_table: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.ndarray:
+    """Rows of integer logits ``(N, V)`` to int64 frequencies ``(N, V)``, each >= 1, summing to 2**precision."""
+    total, budget = int_budget(logits.shape[-1], precision)
+    d = np.minimum(logits.max(axis=-1, keepdims=True) - logits, len(exp_table) - 1)
+    p = exp_table[d]
+    freqs = 1 + p * budget // p.sum(axis=-1, keepdims=True)
+    top = logits.argmax(axis=-1)
+    freqs[np.arange(len(freqs)), top] += total - freqs.sum(axis=-1)
+    return freqs
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_row(row, exp_table):
+    """The row's max, its first argmax and ``sum(P)``."""
+    top, best = 0, row[0]
+    for v in range(row.shape[0]):
+        if row[v] > best:
+            best, top = row[v], v
+    last, whole = exp_table.shape[0] - 1, 0
+    for v in range(row.shape[0]):
+        whole += exp_table[min(best - row[v], last)]
+    return best, top, whole
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_freq(row, v, best, exp_table, budget, whole):
+    return 1 + exp_table[min(best - row[v], exp_table.shape[0] - 1)] * budget // whole
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_intervals(logits, tokens, exp_table, budget, total, out):
+    for r in range(logits.shape[0]):
+        row, tok = logits[r], tokens[r]
+        best, top, whole = _int_row(row, exp_table)
+        below, rest = 0, 0
+        for v in range(row.shape[0]):
+            f = _int_freq(row, v, best, exp_table, budget, whole)
+            if v < tok:
+                below += f
+            elif v > tok:
+                rest += f
+        f_tok = _int_freq(row, tok, best, exp_table, budget, whole)
+        extra = total - below - rest - f_tok
+        out[r, 0] = below + (extra if top < tok else 0)
+        out[r, 1] = f_tok + (extra if top == tok else 0)
+        out[r, 2] = exp_table[min(best - row[tok], exp_table.shape[0] - 1)]
+        out[r, 3] = whole
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_lookups(logits, targets, exp_table, budget, total, out):
+    for r in range(logits.shape[0]):
+        row, target = logits[r], targets[r]
+        best, top, whole = _int_row(row, exp_table)
+        sum_f = 0
+        for v in range(row.shape[0]):
+            sum_f += _int_freq(row, v, best, exp_table, budget, whole)
+        extra = total - sum_f
+        start, v, last = 0, 0, row.shape[0] - 1
+        while True:  # a target past the total (a damaged stream) stops at the last symbol
+            freq = _int_freq(row, v, best, exp_table, budget, whole) + (extra if v == top else 0)
+            if target < start + freq or v == last:
+                break
+            start += freq
+            v += 1
+        out[r, 0], out[r, 1], out[r, 2] = v, start, freq
+
+
+def int_intervals(logits: np.ndarray, tokens: np.ndarray, exp_table: np.ndarray, precision: int) -> np.ndarray:
+    """``(N, 4)`` int64: each row's ``(start, freq)`` for its token under ``int_frequencies``' table,
+    then the token's ``P`` and the row's ``sum(P)``: its probability before quantisation, for statistics."""
+    total, budget = int_budget(logits.shape[-1], precision)
+    out = np.empty((logits.shape[0], 4), dtype=np.int64)
+    _int_intervals(np.ascontiguousarray(logits), np.ascontiguousarray(tokens, dtype=np.int64), exp_table,
+                   budget, total, out)
+    return out
+
+
+def int_lookups(logits: np.ndarray, targets: np.ndarray, exp_table: np.ndarray, precision: int) -> np.ndarray:
+    """``(N, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then start and freq."""
+    total, budget = int_budget(logits.shape[-1], precision)
+    out = np.empty((logits.shape[0], 3), dtype=np.int64)
+    _int_lookups(np.ascontiguousarray(logits), np.ascontiguousarray(targets, dtype=np.int64), exp_table,
+                 budget, total, out)
+    return out

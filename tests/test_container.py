@@ -32,6 +32,16 @@ def blob(codec):
     return codec.compress(TEXT)
 
 
+@pytest.fixture(scope="module")
+def float_codec(tiny_lm):
+    return LMZip(tiny_lm, batch_size=2, chunk_tokens=40, engine="float")
+
+
+@pytest.fixture(scope="module")
+def float_blob(float_codec):
+    return float_codec.compress(TEXT)
+
+
 def rewrite_header(blob: bytes, change) -> bytes:
     """Edit the JSON header and re-seal its CRC, as a foreign encoder could."""
     header, table_at = container.read_header(blob)
@@ -54,6 +64,32 @@ def test_flipped_byte_is_caught(codec, blob, where):
     damaged[pos] ^= 0x10
     with pytest.raises(ChecksumError):
         codec.decompress(bytes(damaged))
+
+
+@pytest.mark.parametrize("bit", range(8))
+def test_every_bit_of_the_last_byte_is_checked(codec, blob, bit):
+    """The padding after the last payload is checked too: no flip anywhere decodes."""
+    damaged = bytearray(blob)
+    damaged[-1] ^= 1 << bit
+    with pytest.raises(ChecksumError):
+        codec.decompress(bytes(damaged))
+
+
+@pytest.mark.parametrize("change", [
+    lambda h: h.pop("original"),
+    lambda h: h["model"].pop("fingerprint"),
+    lambda h: h["coding"].update(precision="30"),
+    lambda h: h.update(model=[1, 2]),
+    lambda h: h["original"].update(size=True),
+], ids=["no original", "no fingerprint", "precision a string", "model a list", "size a bool"])
+def test_sealed_header_with_bad_fields_is_not_lmzip(codec, blob, change):
+    with pytest.raises(NotLmzipError, match="header field"):
+        codec.decompress(rewrite_header(blob, change))
+
+
+def test_unknown_engine_is_refused_by_name(codec, blob):
+    with pytest.raises(ReplayError, match="engine 'int/0'"):
+        codec.decompress(rewrite_header(blob, lambda h: h["coding"].update(engine="int/0")))
 
 
 @pytest.mark.parametrize("keep", [0, 5, 12, 40, -300, -1])
@@ -89,40 +125,40 @@ def test_wrong_model_is_named(blob, tiny_model_dir, tmp_path):
         LMZip(other).decompress(blob)
 
 
-def test_other_device_class_is_refused(codec, blob):
-    moved = rewrite_header(blob, lambda h: h["replay"].update(device="cuda", device_name="NVIDIA H200"))
+def test_other_device_class_is_refused(float_codec, float_blob):
+    moved = rewrite_header(float_blob, lambda h: h["replay"].update(device="cuda", device_name="NVIDIA H200"))
     with pytest.raises(ReplayError, match="device"):
-        codec.decompress(moved)
+        float_codec.decompress(moved)
 
 
-def test_other_cpu_kernels_are_refused(codec, blob):
-    moved = rewrite_header(blob, lambda h: h["replay"].update(cpu_capability="SOMETHING_ELSE"))
+def test_other_cpu_kernels_are_refused(float_codec, float_blob):
+    moved = rewrite_header(float_blob, lambda h: h["replay"].update(cpu_capability="SOMETHING_ELSE"))
     with pytest.raises(ReplayError, match="cpu_capability"):
-        codec.decompress(moved)
+        float_codec.decompress(moved)
 
 
-def test_other_engine_revision_is_refused(codec, blob):
-    older = rewrite_header(blob, lambda h: h["replay"].update(engine="lockstep-dynamic-cache/0"))
+def test_other_engine_revision_is_refused(float_codec, float_blob):
+    older = rewrite_header(float_blob, lambda h: h["coding"].update(engine="lockstep-dynamic-cache/0"))
     with pytest.raises(ReplayError, match="engine"):
-        codec.decompress(older)
+        float_codec.decompress(older)
 
 
-def test_other_dtype_is_refused(codec, blob):
-    moved = rewrite_header(blob, lambda h: h["coding"].update(dtype="bfloat16"))
+def test_other_dtype_is_refused(float_codec, float_blob):
+    moved = rewrite_header(float_blob, lambda h: h["coding"].update(dtype="bfloat16"))
     with pytest.raises(ReplayError, match="bfloat16"):
-        codec.decompress(moved)
+        float_codec.decompress(moved)
 
 
-def test_tampered_batch_layout_is_caught_not_garbage(codec, blob):
+def test_tampered_batch_layout_is_caught_not_garbage(float_codec, float_blob):
     """A re-sealed header that lies about the batch layout replays another computation.
 
     Its logits may or may not match bit for bit; either the exact bytes come back or the chunk
     CRCs name the damage. Nothing else may come out.
     """
     for batch_size in (1, 3, 5):
-        moved = rewrite_header(blob, lambda h, b=batch_size: h["coding"].update(batch_size=b))
+        moved = rewrite_header(float_blob, lambda h, b=batch_size: h["coding"].update(batch_size=b))
         try:
-            assert codec.decompress(moved) == TEXT
+            assert float_codec.decompress(moved) == TEXT
         except ChecksumError:
             pass
 

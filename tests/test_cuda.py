@@ -21,18 +21,18 @@ def cuda_lm(request, tiny_model_dir):
 
 
 def test_round_trip_on_cuda(cuda_lm):
-    blob = LMZip(cuda_lm, batch_size=5, chunk_tokens=48).compress(DATA)
+    blob = LMZip(cuda_lm, engine="float", batch_size=5, chunk_tokens=48).compress(DATA)
     header, _ = container.read_header(blob)
     assert header["replay"]["device"] == "cuda"
     assert header["coding"]["dtype"] == str(cuda_lm.dtype).removeprefix("torch.")
-    assert LMZip(cuda_lm).decompress(blob) == DATA  # a fresh codec, the caller's defaults
+    assert LMZip(cuda_lm, engine="float").decompress(blob) == DATA  # a fresh codec, the caller's defaults
 
 
 def test_a_cuda_file_is_refused_on_cpu(cuda_lm, tiny_model_dir):
-    blob = LMZip(cuda_lm, batch_size=5, chunk_tokens=48).compress(DATA)
+    blob = LMZip(cuda_lm, engine="float", batch_size=5, chunk_tokens=48).compress(DATA)
     cpu = models.load(str(tiny_model_dir), device="cpu", dtype=str(cuda_lm.dtype).removeprefix("torch."))
     with pytest.raises(ReplayError, match="device"):
-        LMZip(cpu).decompress(blob)
+        LMZip(cpu, engine="float").decompress(blob)
 
 
 @pytest.mark.skipif(not models.REGISTRY[models.DEFAULT_MODEL].installed(), reason="default model not installed")
@@ -40,5 +40,5 @@ def test_real_model_round_trips_many_rows_on_cuda():
     """The bundled model in bfloat16, rows of uneven length: engine /1 failed exactly this on an H200."""
     data = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_bytes()[:6000]
     lm = models.load(models.DEFAULT_MODEL, device="cuda")
-    blob = LMZip(lm, batch_size=8, chunk_tokens=128).compress(data)
-    assert LMZip(lm).decompress(blob) == data
+    blob = LMZip(lm, engine="float", batch_size=8, chunk_tokens=128).compress(data)
+    assert LMZip(lm, engine="float").decompress(blob) == data

@@ -27,7 +27,7 @@ def test_decoder_sees_the_encoders_tables(tiny_lm, monkeypatch):
         return p
 
     monkeypatch.setattr(engine, "probabilities", recording)
-    codec = LMZip(tiny_lm, batch_size=3, chunk_tokens=48)
+    codec = LMZip(tiny_lm, engine="float", batch_size=3, chunk_tokens=48)
     blob = codec.compress(TEXT)
     encoded, seen[:] = list(seen), []
     assert codec.decompress(blob) == TEXT
@@ -37,10 +37,10 @@ def test_decoder_sees_the_encoders_tables(tiny_lm, monkeypatch):
 @pytest.mark.parametrize("encode_threads,decode_threads", [(2, 1), (1, 2)])
 def test_thread_count_is_replayed(tiny_lm, encode_threads, decode_threads):
     before = torch.get_num_threads()
-    blob = LMZip(tiny_lm, batch_size=4, chunk_tokens=40, threads=encode_threads).compress(TEXT)
+    blob = LMZip(tiny_lm, engine="float", batch_size=4, chunk_tokens=40, threads=encode_threads).compress(TEXT)
     torch.set_num_threads(decode_threads)
     try:
-        assert LMZip(tiny_lm).decompress(blob) == TEXT  # the caller's own batch size and threads do not matter
+        assert LMZip(tiny_lm, engine="float").decompress(blob) == TEXT  # the caller's own batch size and threads do not matter
         assert torch.get_num_threads() == decode_threads  # and are given back afterwards
     finally:
         torch.set_num_threads(before)
@@ -48,9 +48,9 @@ def test_thread_count_is_replayed(tiny_lm, encode_threads, decode_threads):
 
 def test_batch_layout_is_part_of_the_file(tiny_lm):
     """The same text at another batch size is another computation; each file still decodes itself."""
-    a = LMZip(tiny_lm, batch_size=1, chunk_tokens=40).compress(TEXT)
-    b = LMZip(tiny_lm, batch_size=8, chunk_tokens=40).compress(TEXT)
-    codec = LMZip(tiny_lm, batch_size=2)
+    a = LMZip(tiny_lm, engine="float", batch_size=1, chunk_tokens=40).compress(TEXT)
+    b = LMZip(tiny_lm, engine="float", batch_size=8, chunk_tokens=40).compress(TEXT)
+    codec = LMZip(tiny_lm, engine="float", batch_size=2)
     assert codec.decompress(a) == TEXT and codec.decompress(b) == TEXT
 
 
@@ -76,16 +76,16 @@ def test_int8_files_round_trip_and_name_their_dtype(tiny_model_dir, tiny_lm):
     assert isinstance(layer.mlp.down_proj, Int8Linear) and isinstance(layer.self_attn.q_proj, Int8Linear)
     assert type(lm8.module.lm_head) is torch.nn.Linear  # the head stays float32
     assert lm8.fingerprint == tiny_lm.fingerprint  # the same model, run another way
-    codec8 = LMZip(lm8, batch_size=3, chunk_tokens=48)
+    codec8 = LMZip(lm8, engine="float", batch_size=3, chunk_tokens=48)
     blob = codec8.compress(TEXT)
     header, _ = container.read_header(blob)
     assert header["coding"]["dtype"] == "int8"
     assert header["replay"]["quantized_engine"] == torch.backends.quantized.engine
-    assert LMZip(lm8).decompress(blob) == TEXT
+    assert LMZip(lm8, engine="float").decompress(blob) == TEXT
     assert LMZip.for_file(blob, str(tiny_model_dir)).decompress(blob) == TEXT  # int8 chosen from the file
     with pytest.raises(ReplayError, match="int8"):
-        LMZip(tiny_lm).decompress(blob)
-    codec32 = LMZip(tiny_lm, batch_size=3, chunk_tokens=48)
+        LMZip(tiny_lm, engine="float").decompress(blob)
+    codec32 = LMZip(tiny_lm, engine="float", batch_size=3, chunk_tokens=48)
     codec32.compress(TEXT)
     assert codec8.last_stats.ideal_bits != codec32.last_stats.ideal_bits  # int8 logits really differ
 

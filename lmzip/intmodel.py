@@ -1,0 +1,491 @@
+"""The model's forward pass in exact integer arithmetic: the same integers on any machine.
+
+Every value between the token ids and the logits is an integer, or a row of integer mantissas
+with one power-of-two exponent for the row (``value = m * 2**e``), so that a row's numbers
+depend on that row's tokens alone: never on the batch, the other rows, the thread count, the
+block length or the kernel that ran. The rules, each chosen for that invariance:
+
+- Weights are int8, per output channel, with an integer multiplier per channel and one shift
+  per layer (gemmlowp's requantisation). They are quantised once at load, from the float32
+  weights transformers de-quantises from the GGUF, with IEEE float64 basic operations only.
+- Activations entering a matmul are rows of mantissas ``|m| <= 2**14`` (about 15 bits), one
+  exponent per row, found with an integer max and an integer bit length, and rounded half up.
+- Matmuls are exact integer sums (``exact.py``): whatever order a kernel adds in, the result is
+  the same integer.
+- The residual stream is int64 fixed point, ``2**-FH``; RMSNorm uses an integer mean of squares
+  and an integer square root; SiLU and GELU-tanh are a table on a ``2**-12`` grid times the
+  input; RoPE is an integer table of slot positions; attention's softmax is an integer exp
+  table over scores in ``2**-12`` nats, with the KV cache as 14-bit mantissas.
+- Logits leave as int64 fixed point in ``2**-12`` nats; ``quantize.int_intervals`` turns them
+  into the coder's frequencies through another integer exp table.
+
+The KV cache is a window of ``slots`` positions, with the float engine's schedule (see
+``Cache``): a function of the position alone, so a block of tokens (the encoder's prefill) and
+one token a step (the decoder) compute the same integers. Supported families: Llama (SmolLM2)
+and Gemma 3, without logit soft-capping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from .exact import Gemm
+
+MANT = 14  # activation mantissas: |m| <= 2**MANT
+FH = 24  # residual stream: int64 fixed point with FH fractional bits
+FS = 12  # scores and logits: fixed point with FS fractional bits (nats)
+ATT_ONE = 20  # attention weights: exp(0) = 2**ATT_ONE
+GATE_X = 12  # the activation table's grid: 2**-GATE_X, over |x| <= GATE_RANGE
+GATE_RANGE = 16
+GATE_ONE = 15  # the table's gate values: 1 = 2**GATE_ONE
+ROPE_ONE = 14  # cos and sin: 1 = 2**ROPE_ONE
+MULT_BITS = 15  # per-channel and per-norm multipliers are below 2**MULT_BITS
+
+_POW2 = torch.tensor([1 << k for k in range(63)], dtype=torch.int64)
+
+
+# -- integer helpers ------------------------------------------------------------------------
+
+def bit_length(x: torch.Tensor) -> torch.Tensor:
+    """``int.bit_length`` of each non-negative int64: the number of powers of two <= x."""
+    return torch.searchsorted(_POW2.to(x.device), x.contiguous(), right=True)
+
+
+def shift(x: torch.Tensor, s: torch.Tensor | int) -> torch.Tensor:
+    """``x * 2**-s`` rounded half up, for int64 ``x`` and a broadcastable shift ``s`` of either sign."""
+    s = torch.as_tensor(s, dtype=torch.int64, device=x.device)
+    right = s.clamp(0, 62)
+    left = (-s).clamp(0, 62)
+    half = torch.bitwise_right_shift(torch.bitwise_left_shift(torch.ones_like(right), right), 1)
+    return torch.bitwise_left_shift(torch.bitwise_right_shift(x + half, right), left)
+
+
+def normalize(x: torch.Tensor, bits: int = MANT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``(..., n)`` of int64 to ``(m, s)``: ``x ~ m * 2**s`` with ``|m| <= 2**bits``."""
+    s = bit_length(x.abs().amax(-1)) - bits  # (...,)
+    return shift(x, s[..., None]), s
+
+
+def isqrt(v: torch.Tensor) -> torch.Tensor:
+    """``floor(sqrt(v))`` of non-negative int64 below 2**62, exactly (a float guess, corrected)."""
+    r = torch.sqrt(v.double()).floor().long()
+    for _ in range(2):
+        r = torch.where(r * r > v, r - 1, r)
+        r = torch.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return r
+
+
+# -- load-time quantisation (IEEE float64 basic operations, then integers) -----------------
+
+def _mantissa(x: float, bits: int) -> tuple[int, int]:
+    """``x ~ m * 2**-z`` with integer ``m < 2**bits``: one positive scale as a multiplier and shift."""
+    z = bits - math.frexp(x)[1]
+    return int(round(x * 2.0**z)), z
+
+
+def _multipliers(scale: np.ndarray) -> tuple[np.ndarray, int]:
+    """Positive float64 scales as integer multipliers below 2**MULT_BITS sharing one shift ``z``."""
+    z = MULT_BITS - math.frexp(float(scale.max()))[1]
+    return np.rint(scale * 2.0**z).astype(np.int64), z
+
+
+@dataclass
+class Linear:
+    """An int8 weight ``(N, K)`` with multipliers ``(N,)``: ``W[n] ~ q[n] * mult[n] * 2**-z``."""
+
+    q: np.ndarray  # int8 (N, K)
+    mult: np.ndarray  # int64 (N,)
+    z: int
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor, extra: float = 1.0) -> Linear:
+        w = weight.detach().to("cpu", torch.float64).numpy()
+        amax = np.abs(w).max(axis=1)
+        scale = np.where(amax > 0, amax / 127.0, 1.0)
+        q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+        mult, z = _multipliers(scale * extra)
+        return cls(q, mult, z)
+
+
+@dataclass
+class Norm:
+    """An RMSNorm: gains as integers ``g ~ G * 2**-z``, and its epsilon as ``eps ~ em * 2**-ez``."""
+
+    gain: np.ndarray  # int64 (n,)
+    z: int
+    eps_m: int
+    eps_z: int
+
+    @classmethod
+    def from_module(cls, norm: torch.nn.Module, offset: float) -> Norm:
+        g = norm.weight.detach().to("cpu", torch.float64).numpy() + offset
+        z = MULT_BITS - math.frexp(float(np.abs(g).max()) or 1.0)[1]
+        eps_m, eps_z = _mantissa(float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))), 20)
+        return cls(np.rint(g * 2.0**z).astype(np.int64), z, eps_m, eps_z)
+
+
+def _gate_table(name: str) -> np.ndarray:
+    """``gate(x)`` on the grid ``x = i * 2**-GATE_X``, ``|x| <= GATE_RANGE``, in units of 2**-GATE_ONE."""
+    x = np.arange(-GATE_RANGE << GATE_X, (GATE_RANGE << GATE_X) + 1, dtype=np.float64) / 2.0**GATE_X
+    if name == "silu":
+        g = 1.0 / (1.0 + np.exp(-x))
+    elif name in ("gelu_pytorch_tanh", "gelu_tanh"):
+        g = 0.5 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    else:
+        raise ModelError(f"activation '{name}' is not supported by the integer engine")
+    return np.rint(g * 2.0**GATE_ONE).astype(np.int64)
+
+
+def _exp_table(one: int) -> np.ndarray:
+    """``exp(-d)`` on the grid ``d = i * 2**-FS``, in units of 2**-one, until it rounds to 0."""
+    d = np.arange(int((one + 1) * math.log(2) * 2**FS) + 1, dtype=np.float64) / 2.0**FS
+    return np.rint(np.exp(-d) * 2.0**one).astype(np.int64)
+
+
+MAX_SLOTS = 4096  # the longest KV window: RoPE tables cover slots 0..MAX_SLOTS-1
+
+
+def _rope_params(config, kind: str) -> tuple[str, float, float]:
+    """``(kind, theta, linear factor)`` of a layer kind's rotary embedding, from the model config."""
+    params = getattr(config, "rope_parameters", None) or {}
+    params = params.get(kind, params) if isinstance(params.get(kind), dict) else params
+    theta = float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+    rope_type = params.get("rope_type", "default")
+    if rope_type not in ("default", "linear"):
+        raise ModelError(f"RoPE type '{rope_type}' is not supported by the integer engine")
+    return kind, theta, float(params.get("factor", 1.0)) if rope_type == "linear" else 1.0
+
+
+def _rope_table(theta: float, factor: float, head_dim: int) -> np.ndarray:
+    """``(2, MAX_SLOTS, head_dim // 2)`` int64: cos and sin of each slot's angles, 1 = 2**ROPE_ONE."""
+    inv = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim) / factor
+    angle = np.arange(MAX_SLOTS, dtype=np.float64)[:, None] * inv[None, :]
+    return np.rint(np.stack([np.cos(angle), np.sin(angle)]) * 2.0**ROPE_ONE).astype(np.int64)
+
+
+# -- the model ------------------------------------------------------------------------------
+
+@dataclass
+class Layer:
+    kind: str  # "full_attention" or "sliding_attention"
+    attn_norm: Norm
+    q: Linear
+    k: Linear
+    v: Linear
+    o: Linear
+    mlp_norm: Norm  # Llama: post_attention_layernorm; Gemma 3: pre_feedforward_layernorm
+    gate: Linear
+    up: Linear
+    down: Linear
+    q_norm: Norm | None = None  # Gemma 3
+    k_norm: Norm | None = None
+    post_attn_norm: Norm | None = None  # Gemma 3's sandwich norms
+    post_mlp_norm: Norm | None = None
+
+
+@dataclass
+class Config:
+    """The integers that shape the forward pass (hashed into the fingerprint)."""
+
+    family: str
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    sliding_window: int  # 0 for none
+    activation: str
+    rope: tuple  # ((layer kind, theta, linear factor), ...)
+
+
+@dataclass
+class IntModel:
+    """A model quantised for the integer engine: every number it computes with is an integer."""
+
+    config: Config
+    embed: Linear  # the token embedding, per token row, scaled (Gemma: by sqrt(hidden))
+    layers: list[Layer]
+    norm: Norm
+    head: Linear
+    score: tuple[int, int]  # attention's scaling as (multiplier, shift)
+    gate_table: np.ndarray
+    att_exp: np.ndarray
+    logit_exp: np.ndarray
+    rope: dict[str, np.ndarray]  # layer kind -> _rope_table
+
+    @classmethod
+    def from_module(cls, module: torch.nn.Module) -> IntModel:
+        """Quantise a transformers Llama or Gemma 3 causal LM."""
+        c = module.config
+        family = {"llama": "llama", "gemma3_text": "gemma3"}.get(c.model_type)
+        if family is None:
+            raise ModelError(f"architecture '{c.model_type}' is not supported by the integer engine (llama, gemma3_text)")
+        if getattr(c, "final_logit_softcapping", None) or getattr(c, "attn_logit_softcapping", None):
+            raise ModelError("logit soft-capping is not supported by the integer engine")
+        if getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
+            raise ModelError("linear layers with a bias are not supported by the integer engine")
+        gemma = family == "gemma3"
+        offset = 1.0 if gemma else 0.0
+        kinds = list(getattr(c, "layer_types", None) or ["full_attention"] * c.num_hidden_layers)
+        attn0 = module.model.layers[0].self_attn
+        head_dim = attn0.head_dim
+        config = Config(family, c.hidden_size, c.num_attention_heads, c.num_key_value_heads, head_dim,
+                        int(getattr(c, "sliding_window", 0) or 0) if gemma else 0,
+                        getattr(c, "hidden_activation", None) or c.hidden_act,
+                        tuple(_rope_params(c, k) for k in sorted(set(kinds))))
+        layers = []
+        for kind, layer in zip(kinds, module.model.layers):
+            a, m = layer.self_attn, layer.mlp
+            layers.append(Layer(
+                kind, Norm.from_module(layer.input_layernorm, offset),
+                Linear.quantize(a.q_proj.weight), Linear.quantize(a.k_proj.weight),
+                Linear.quantize(a.v_proj.weight), Linear.quantize(a.o_proj.weight),
+                Norm.from_module(layer.pre_feedforward_layernorm if gemma else layer.post_attention_layernorm, offset),
+                Linear.quantize(m.gate_proj.weight), Linear.quantize(m.up_proj.weight), Linear.quantize(m.down_proj.weight),
+                q_norm=Norm.from_module(a.q_norm, offset) if gemma else None,
+                k_norm=Norm.from_module(a.k_norm, offset) if gemma else None,
+                post_attn_norm=Norm.from_module(layer.post_attention_layernorm, offset) if gemma else None,
+                post_mlp_norm=Norm.from_module(layer.post_feedforward_layernorm, offset) if gemma else None,
+            ))
+        embed_scale = float(c.hidden_size) ** 0.5 if gemma else 1.0
+        return cls(
+            config, Linear.quantize(module.model.embed_tokens.weight, embed_scale), layers,
+            Norm.from_module(module.model.norm, offset), Linear.quantize(module.lm_head.weight),
+            _mantissa(float(attn0.scaling), MULT_BITS), _gate_table(config.activation),
+            _exp_table(ATT_ONE), _exp_table(30),
+            {kind: _rope_table(theta, factor, head_dim) for kind, theta, factor in config.rope},
+        )
+
+    @property
+    def vocab(self) -> int:
+        return self.head.q.shape[0]
+
+    def arrays(self) -> dict[str, np.ndarray | int | str]:
+        """Every integer of the model by name: what the fingerprint hashes and the disk cache stores."""
+        out: dict = {f"config.{k}": v for k, v in vars(self.config).items()}
+        out["score"] = np.array(self.score, dtype=np.int64)
+        for name in ("gate_table", "att_exp", "logit_exp"):
+            out[name] = getattr(self, name)
+        for kind, table in self.rope.items():
+            out[f"rope.{kind}"] = table
+
+        def put(prefix, obj):
+            for k, v in vars(obj).items():
+                if isinstance(v, (Linear, Norm)):
+                    put(f"{prefix}.{k}", v)
+                elif v is not None and k != "kind":
+                    out[f"{prefix}.{k}"] = v
+        for name in ("embed", "norm", "head"):
+            put(name, getattr(self, name))
+        for i, layer in enumerate(self.layers):
+            out[f"layers.{i}.kind"] = layer.kind
+            put(f"layers.{i}", layer)
+        return out
+
+    def fingerprint(self) -> str:
+        """128 bits of SHA-256 over every integer the engine computes with."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.arrays().items()):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+        return h.hexdigest()[:32]
+
+
+# -- the forward pass -----------------------------------------------------------------------
+
+class Cache:
+    """The KV window of ``slots`` positions a row, per layer, as 14-bit mantissas and exponents.
+
+    Slot ``s`` holds a token at RoPE position ``s``. When a token is to be fed and every slot is
+    full, each row keeps slot 0 (its start token, the attention sink) and its newest
+    ``slots // 2`` tokens, moved to slots ``1..slots // 2`` and re-rotated there from their
+    unrotated keys, which the cache also keeps. Where the window moves depends on the position
+    alone, so a block and a step see the same cache.
+    """
+
+    def __init__(self, model: IntModel, rows: int, slots: int, device: torch.device) -> None:
+        if not 2 <= slots <= MAX_SLOTS:
+            raise ValueError(f"the KV window must have 2 to {MAX_SLOTS} slots")
+        c = model.config
+        n = len(model.layers)
+        self.slots, self.keep, self.used = slots, slots // 2, 0
+        shape = (n, rows, c.kv_heads, slots, c.head_dim)
+        self.k = torch.zeros(shape, dtype=torch.int16, device=device)  # rotated key mantissas
+        self.raw = torch.zeros(shape, dtype=torch.int16, device=device)  # the same keys before RoPE
+        self.v = torch.zeros(shape, dtype=torch.int16, device=device)
+        self.ke = torch.zeros(shape[:4], dtype=torch.int32, device=device)  # exponents (layers, rows, kv, slots)
+        self.re = torch.zeros(shape[:4], dtype=torch.int32, device=device)
+        self.ve = torch.zeros(shape[:4], dtype=torch.int32, device=device)
+
+
+class Runner:
+    """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits."""
+
+    def __init__(self, model: IntModel, gemm: Gemm, device: torch.device) -> None:
+        self.model, self.gemm, self.device = model, gemm, device
+        t = {}
+        for name, v in model.arrays().items():
+            if isinstance(v, np.ndarray):
+                t[name] = gemm.weight(v, device) if v.dtype == np.int8 else torch.from_numpy(v).to(device)
+        self.t = t
+        self.embed_q = torch.from_numpy(model.embed.q.astype(np.int64)).to(device)  # rows gathered per token
+
+    # A Linear or Norm is named by its prefix in ``IntModel.arrays``: "layers.3.q", "norm", "head".
+
+    def linear(self, m: torch.Tensor, e: torch.Tensor, name: str, z: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(R, K)`` mantissas with ``(R,)`` exponents through a Linear: ``(R, N)`` int64 and exponents."""
+        acc = self.gemm(m, self.t[f"{name}.q"])  # (R, N), |acc| < 2**14 * 127 * K
+        return acc * self.t[f"{name}.mult"], e - z  # |.| < 2**48
+
+    def rmsnorm(self, x: torch.Tensor, e: torch.Tensor, norm: Norm, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """RMSNorm of rows ``(..., n)`` of int64 at exponents ``e (...)``: 14-bit mantissas and exponents."""
+        n = x.shape[-1]
+        h, s = normalize(x, MANT + 1)  # |h| <= 2**15, so the sum of squares stays below 2**41
+        eh = e + s  # x ~ h * 2**eh
+        ss = (h * h).sum(-1)  # (...,)
+        eps = shift(torch.full_like(ss, norm.eps_m), norm.eps_z - 20 + 2 * eh)  # eps in units of 2**(2eh - 20)
+        r = torch.div(torch.ones_like(ss) << 50, isqrt((ss << 20) // n + eps).clamp(min=1), rounding_mode="floor")
+        y = h * self.t[f"{name}.gain"] * r[..., None]  # |.| < 2**61
+        m, s2 = normalize(y)
+        return m, s2 - 50 + 10 - norm.z
+
+    def gate(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``act(x)`` for int64 ``x * 2**e``, in fixed point 2**-16: ``x`` times a table's gate."""
+        x16 = shift(x, -(e[..., None] + 16))  # fixed point 2**-16
+        idx = (shift(x16, 16 - GATE_X) + (GATE_RANGE << GATE_X)).clamp(0, self.t["gate_table"].shape[0] - 1)
+        return shift(x16 * self.t["gate_table"][idx], GATE_ONE)
+
+    def rotate(self, m: torch.Tensor, kind: str, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE of mantissas ``(R, H, T, d)`` at ``slots (T,)``: rotated mantissas and the exponent change."""
+        cos, sin = self.t[f"rope.{kind}"][:, slots]  # (T, d/2) each, 1 = 2**ROPE_ONE
+        half = m.shape[-1] // 2
+        a, b = m[..., :half], m[..., half:]
+        out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)  # |.| < 2**30
+        r, s = normalize(out)
+        return r, s - ROPE_ONE
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(R, T)`` token ids to the residual stream ``(R, T, D)``, int64 at 2**-FH."""
+        q = self.embed_q[tokens]  # (R, T, D)
+        y = q * self.t["embed.mult"][tokens][..., None]
+        return shift(y, self.model.embed.z - FH)
+
+    def attention(self, i: int, layer: Layer, x: torch.Tensor, cache: Cache, start: int) -> torch.Tensor:
+        """One layer's attention for a block ``x (R, T, D)`` at slots ``start..start+T-1``; ``(R, T, D)`` int64 at 2**-FH."""
+        c, name = self.model.config, f"layers.{i}"
+        R, T, D = x.shape
+        H, G, d = c.heads, c.kv_heads, c.head_dim
+        m, e = self.rmsnorm(x.reshape(R * T, D), torch.full((R * T,), -FH, device=x.device),
+                            layer.attn_norm, f"{name}.attn_norm")
+
+        def project(proj: str, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+            y, ey = self.linear(m, e, f"{name}.{proj}", getattr(layer, proj).z)  # (R*T, heads*d)
+            y, s = normalize(y.view(R, T, heads, d).transpose(1, 2))  # (R, heads, T, d), per token and head
+            return y, s + ey.view(R, 1, T)
+
+        q, eq = project("q", H)  # (R, H, T, d), (R, H, T)
+        k, ek = project("k", G)
+        v, ev = project("v", G)
+        if layer.q_norm is not None:
+            q, eq = self.rmsnorm(q, eq, layer.q_norm, f"{name}.q_norm")
+            k, ek = self.rmsnorm(k, ek, layer.k_norm, f"{name}.k_norm")
+        slots = torch.arange(start, start + T, device=x.device)
+        qr, sq = self.rotate(q, layer.kind, slots)
+        kr, sk = self.rotate(k, layer.kind, slots)
+        end = start + T
+        cache.raw[i, :, :, start:end], cache.re[i, :, :, start:end] = k.short(), ek.int()
+        cache.k[i, :, :, start:end], cache.ke[i, :, :, start:end] = kr.short(), (ek + sk).int()
+        cache.v[i, :, :, start:end], cache.ve[i, :, :, start:end] = v.short(), ev.int()
+        eq = eq + sq
+
+        # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
+        keys = cache.k[i, :, :, :end].double()  # (R, G, L, d)
+        qg = qr.view(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
+        acc = (qg @ keys.transpose(-1, -2)).long()  # (R, G, gT, L), exact: |.| < 2**28 * d
+        eqg = eq.view(R, G, (H // G) * T)
+        mult, z = self.model.score
+        scores = shift(acc * mult, z - FS - eqg[..., None] - cache.ke[i, :, :, None, :end].long())  # 2**-FS nats
+        qslot = slots.repeat(H // G)  # (gT,)
+        kslot = torch.arange(end, device=x.device)
+        visible = kslot[None, :] <= qslot[:, None]
+        if layer.kind == "sliding_attention" and c.sliding_window:
+            visible &= kslot[None, :] > qslot[:, None] - c.sliding_window
+        top = torch.where(visible, scores, torch.iinfo(torch.int64).min).amax(-1, keepdim=True)
+        table = self.t["att_exp"]
+        p = torch.where(visible, table[(top - scores).clamp(0, table.shape[0] - 1)], 0)  # (R, G, gT, L) <= 2**20
+        total = p.sum(-1)  # (R, G, gT)
+
+        # Values at one exponent per query: the largest among the keys it sees.
+        ve = cache.ve[i, :, :, None, :end].long()  # (R, G, 1, L)
+        ref = torch.where(visible, ve, -(1 << 30)).amax(-1)  # (R, G, gT)
+        pv = shift(p, ref[..., None] - ve)
+        num = (pv.double() @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d), |.| < 2**34 * L
+        o = torch.div(num * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")  # 4 * num / total
+        o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
+        ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
+        top_e = ref.amax(-1, keepdim=True)
+        o = shift(o, (top_e - ref)[..., None]).reshape(R * T, H * d)  # one exponent per token
+        om, s = normalize(o)
+        y, ey = self.linear(om, s + top_e.view(R * T) - 2, f"{name}.o", layer.o.z)
+        return self.residual(y, ey, layer.post_attn_norm, f"{name}.post_attn_norm").view(R, T, D)
+
+    def residual(self, y: torch.Tensor, e: torch.Tensor, norm: Norm | None, name: str) -> torch.Tensor:
+        """A branch's output rows (int64 at exponents ``e``) as a residual update at 2**-FH (Gemma: normed first)."""
+        if norm is not None:
+            y, e = self.rmsnorm(y, e, norm, name)
+        return shift(y, -(e[:, None] + FH))
+
+    def mlp(self, i: int, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+        """One layer's MLP for ``x (R, T, D)``: ``(R, T, D)`` int64 at 2**-FH."""
+        name, (R, T, D) = f"layers.{i}", x.shape
+        m, e = self.rmsnorm(x.reshape(R * T, D), torch.full((R * T,), -FH, device=x.device),
+                            layer.mlp_norm, f"{name}.mlp_norm")
+        g, eg = self.linear(m, e, f"{name}.gate", layer.gate.z)  # (R*T, I)
+        u, eu = self.linear(m, e, f"{name}.up", layer.up.z)
+        un, su = normalize(u)
+        prod = self.gate(g, eg) * un  # at 2**(-16 + su + eu)
+        pm, sp = normalize(prod)
+        y, ey = self.linear(pm, sp + su + eu - 16, f"{name}.down", layer.down.z)
+        return self.residual(y, ey, layer.post_mlp_norm, f"{name}.post_mlp_norm").view(R, T, D)
+
+    def _shift_window(self, cache: Cache) -> None:
+        keep, slots = cache.keep, cache.slots
+        moved = slice(slots - keep, slots)
+        for i, layer in enumerate(self.model.layers):
+            raw, re = cache.raw[i, :, :, moved].long(), cache.re[i, :, :, moved].long()
+            kr, sk = self.rotate(raw, layer.kind, torch.arange(1, keep + 1, device=raw.device))
+            for a in (cache.raw, cache.re, cache.v, cache.ve):
+                a[i, :, :, 1 : keep + 1] = a[i, :, :, moved].clone()
+            cache.k[i, :, :, 1 : keep + 1], cache.ke[i, :, :, 1 : keep + 1] = kr.short(), (re + sk).int()
+        cache.used = keep + 1
+
+    def forward(self, tokens: torch.Tensor, cache: Cache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed ``tokens (R, T)`` after what ``cache`` holds: the final norm's ``(R, T, D)`` mantissas
+        and ``(R, T)`` exponents, for ``logits``. Blocks are cut where the window moves."""
+        outs = []
+        pos = 0
+        while pos < tokens.shape[1]:
+            if cache.used == cache.slots:
+                self._shift_window(cache)
+            n = min(tokens.shape[1] - pos, cache.slots - cache.used)
+            x = self.embed(tokens[:, pos : pos + n])
+            for i, layer in enumerate(self.model.layers):
+                x = x + self.attention(i, layer, x, cache, cache.used)
+                x = x + self.mlp(i, layer, x)
+            R, T, D = x.shape
+            m, e = self.rmsnorm(x.reshape(R * T, D), torch.full((R * T,), -FH, device=x.device),
+                                self.model.norm, "norm")
+            outs.append((m.view(R, T, D), e.view(R, T)))
+            cache.used += n
+            pos += n
+        return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
+
+    def logits(self, m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Final-norm rows ``(N, D)`` with exponents ``(N,)`` to ``(N, V)`` int64 logits at 2**-FS nats."""
+        y, ey = self.linear(m, e, "head", self.model.head.z)
+        return shift(y, -(ey[:, None] + FS))

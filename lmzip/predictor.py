@@ -1,0 +1,132 @@
+"""The integer predictor between the model and the coder, and the batch loops that use it.
+
+A ``Predictor`` starts rows, feeds them tokens (a whole block at once, or one a step) and hands
+out the coder's integers: a token's ``(start, freq)`` when encoding, the symbol holding a
+target when decoding. Its tables are a function of the model and each row's own tokens, never
+of the batch, the block length, the thread count or the kernel (``intmodel``, ``exact``), so
+the encoder and the decoder lay out their work as they like:
+
+- the encoder scores each chunk teacher-forced, a group of chunks at a time, in blocks as long
+  as the window allows (prefill);
+- the decoder steps its own batch of chunks one token at a time, at any batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import coder, exact, intmodel
+from .intmodel import Cache, IntModel, Runner
+from .quantize import int_intervals, int_lookups
+
+Progress = Callable[[int], None]
+
+# The revision of the integer arithmetic. Files record it; another revision computes other tables.
+ENGINE = "int/1"
+PREFILL_TOKENS = 2048  # the encoder feeds about this many tokens a block (rows x window)
+HEAD_TOKENS = 256  # rows of logits built at once: (256, 49152) int64 is 100 MB
+
+
+@dataclass
+class Encoded:
+    payloads: list[bytes]
+    ce_bits: np.ndarray  # cross-entropy of each row under the integer softmax P / sum(P), before quantisation
+    ideal_bits: np.ndarray  # sum of -log2(freq / total) of each row
+
+
+class Predictor:
+    """An ``IntModel`` on a device, with the fastest exact GEMM found there."""
+
+    def __init__(self, model: IntModel, device: torch.device, start_token: int) -> None:
+        shapes = {lin.q.shape for lin in [model.head] + [getattr(layer, name) for layer in model.layers
+                                                           for name in ("q", "k", "v", "o", "gate", "up", "down")]}
+        self.gemm = exact.choose(shapes, device)
+        self.model, self.device, self.start_token = model, device, start_token
+        self.runner = Runner(model, self.gemm, device)
+
+    def start(self, rows: int, slots: int) -> Cache:
+        """A fresh window for ``rows`` chunks; the first token fed is each row's start token."""
+        return Cache(self.model, rows, slots, self.device)
+
+    def feed(self, cache: Cache, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens (R, T)`` after what ``cache`` holds: the states ``(R, T, D)``, ``(R, T)`` that predict the next."""
+        with torch.inference_mode():
+            return self.runner.forward(tokens.to(self.device), cache)
+
+    def _logits(self, m: torch.Tensor, e: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return self.runner.logits(m, e).cpu().numpy()
+
+    def intervals(self, m: torch.Tensor, e: torch.Tensor, tokens: np.ndarray, precision: int) -> np.ndarray:
+        """``(N, 4)`` ``(start, freq, P, sum P)`` of ``tokens (N,)`` under the tables of states ``(N, D)``, ``(N,)``."""
+        out = np.empty((len(tokens), 4), dtype=np.int64)
+        for a in range(0, len(tokens), HEAD_TOKENS):
+            b = a + HEAD_TOKENS
+            out[a:b] = int_intervals(self._logits(m[a:b], e[a:b]), tokens[a:b], self.model.logit_exp, precision)
+        return out
+
+    def lookups(self, m: torch.Tensor, e: torch.Tensor, targets: np.ndarray, precision: int) -> np.ndarray:
+        """``(N, 3)``: the symbol whose interval holds each target, then its start and freq."""
+        return int_lookups(self._logits(m, e), targets, self.model.logit_exp, precision)
+
+    def encode(self, rows: list[list[int]], slots: int, precision: int, progress: Progress | None = None) -> Encoded:
+        """Code each row of token ids as an independent stream, scored teacher-forced in blocks."""
+        group = max(1, PREFILL_TOKENS // slots)
+        payloads, ce, ideal = [], [], []
+        for g in range(0, len(rows), group):
+            part = rows[g : g + group]
+            lengths = np.array([len(r) for r in part], dtype=np.int64)
+            steps = int(lengths.max(initial=0))
+            fed = np.full((len(part), steps), self.start_token, dtype=np.int64)  # start, then each token but the last
+            want = np.full((len(part), steps), self.start_token, dtype=np.int64)
+            for i, r in enumerate(part):
+                fed[i, 1 : len(r)] = r[:-1]
+                want[i, : len(r)] = r
+            pairs = np.ones((len(part), steps, 4), dtype=np.int64)
+            if steps:
+                m, e = self.feed(self.start(len(part), slots), torch.from_numpy(fed))
+                live = np.arange(steps)[None, :] < lengths[:, None]
+                idx = np.nonzero(live.reshape(-1))[0]
+                flat = self.intervals(m.reshape(-1, m.shape[-1])[torch.from_numpy(idx)],
+                                      e.reshape(-1)[torch.from_numpy(idx)], want.reshape(-1)[idx], precision)
+                pairs.reshape(-1, 4)[idx] = flat
+                if progress:
+                    progress(int(lengths.sum()))
+            starts, freqs = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
+            payloads += coder.encode(starts, freqs, lengths, precision)
+            live = np.arange(steps)[None, :] < lengths[:, None]
+            ideal.append(np.where(live, precision - np.log2(freqs), 0.0).sum(axis=1))
+            p = np.maximum(pairs[..., 2], 0.5)  # a token the exp table rounds to 0 counts as half a unit
+            ce.append(np.where(live, np.log2(pairs[..., 3] / p), 0.0).sum(axis=1))
+        empty = np.zeros(0)
+        return Encoded(payloads, np.concatenate(ce) if ce else empty, np.concatenate(ideal) if ideal else empty)
+
+    def decode(self, payloads: list[bytes], lengths: list[int], slots: int, precision: int,
+               progress: Progress | None = None) -> list[list[int]]:
+        """Invert ``encode`` for one batch of streams, stepping all rows a token at a time."""
+        n = len(payloads)
+        lengths_np = np.array(lengths, dtype=np.int64)
+        steps = int(lengths_np.max(initial=0))
+        out = np.zeros((n, steps), dtype=np.int64)
+        streams = coder.Decoder(payloads, precision)
+        cache = self.start(n, slots)
+        x = np.full(n, self.start_token, dtype=np.int64)
+        for t in range(steps):
+            m, e = self.feed(cache, torch.from_numpy(x[:, None]))
+            active = t < lengths_np
+            chosen = self.lookups(m[:, 0], e[:, 0], streams.targets(active), precision)
+            streams.consume(chosen[:, 1], chosen[:, 2], active)
+            x = np.where(active, chosen[:, 0], self.start_token)
+            out[:, t] = x
+            if progress:
+                progress(int(active.sum()))
+        return [out[i, : lengths[i]].tolist() for i in range(n)]
+
+
+def build(module: torch.nn.Module, device: torch.device, start_token: int) -> Predictor:
+    """Quantise a transformers model for the integer engine and place it on ``device``."""
+    return Predictor(intmodel.IntModel.from_module(module), device, start_token)

@@ -1,0 +1,219 @@
+"""The integer engine: exact kernels, and tables that depend on nothing but the model and a row's tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from lmzip import LMZip, exact, intmodel, predictor
+from lmzip.quantize import int_frequencies, int_intervals, int_lookups
+
+TEXT = ("Integer arithmetic is exact whatever the order of additions; the decoder agrees with the encoder. " * 12).encode()
+
+
+# -- kernels against plain references ------------------------------------------------------------
+
+def _cumulative(freqs: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((len(freqs), 1), np.int64), np.cumsum(freqs, axis=1)], axis=1)
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 49152])
+def test_integer_tables_kernels_match_the_reference(vocab):
+    rng = np.random.default_rng(vocab)
+    logits = rng.integers(-40 << 12, 40 << 12, (9, vocab))
+    logits[1] = 5  # all tied: the first symbol takes the remainder
+    logits[2, ::3] = logits[2].max()  # ties at the top
+    logits[3] = rng.integers(-(1 << 40), 1 << 40, vocab)  # far beyond the exp table
+    table = intmodel._exp_table(30)
+    for precision in (17, 30):
+        if vocab > 1 << (precision - 1):
+            continue
+        freqs = int_frequencies(logits, table, precision)
+        assert (freqs >= 1).all() and (freqs.sum(axis=1) == 1 << precision).all()
+        cum = _cumulative(freqs)
+        tokens = rng.integers(0, vocab, len(logits))
+        pairs = int_intervals(logits, tokens, table, precision)
+        rows = np.arange(len(logits))
+        assert (pairs[:, 0] == cum[rows, tokens]).all() and (pairs[:, 1] == freqs[rows, tokens]).all()
+        targets = rng.integers(0, 1 << precision, len(logits))
+        found = int_lookups(logits, targets, table, precision)
+        symbols = np.array([np.searchsorted(cum[r], targets[r], side="right") - 1 for r in rows])
+        assert (found[:, 0] == symbols).all()
+        assert (found[:, 1] == cum[rows, symbols]).all() and (found[:, 2] == freqs[rows, symbols]).all()
+
+
+def test_integer_helpers_match_python_integers():
+    rng = np.random.default_rng(1)
+    x = rng.integers(-(1 << 50), 1 << 50, 400)
+    s = rng.integers(-8, 40, 400)
+    got = intmodel.shift(torch.from_numpy(x), torch.from_numpy(s)).numpy()
+    want = [(int(a) + (1 << int(b) >> 1)) >> int(b) if b >= 0 else int(a) << int(-b) for a, b in zip(x, s)]
+    assert got.tolist() == want
+    v = np.concatenate([rng.integers(0, 1 << 62, 300), [0, 1, 2, 3, 4, (1 << 62) - 1]])
+    import math
+    assert intmodel.isqrt(torch.from_numpy(v)).tolist() == [math.isqrt(int(a)) for a in v]
+    assert intmodel.bit_length(torch.from_numpy(np.abs(x))).tolist() == [int(abs(a)).bit_length() for a in x]
+
+
+def test_both_gemm_kernels_are_exact_and_agree():
+    """float32 always; int8 wherever its self-test passes (it must fail nowhere silently)."""
+    rng = np.random.default_rng(2)
+    q = rng.integers(-127, 128, (300, 1536)).astype(np.int8)
+    m = torch.from_numpy(rng.integers(-(1 << 14), (1 << 14) + 1, (37, 1536)))
+    want = m.numpy().astype(object) @ q.T.astype(object)
+    portable = exact.Gemm()
+    assert portable(m, portable.weight(q, torch.device("cpu"))).numpy().tolist() == want.tolist()
+    fast = exact.Int8Gemm()
+    if exact.self_test(fast, {q.shape}, torch.device("cpu")):
+        assert fast(m, fast.weight(q, torch.device("cpu"))).numpy().tolist() == want.tolist()
+
+
+# -- invariance ---------------------------------------------------------------------------------
+
+def _gemma_module():
+    config = transformers.Gemma3TextConfig(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, sliding_window=8, query_pre_attn_scalar=16,
+        final_logit_softcapping=None, layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    torch.manual_seed(0)
+    model = transformers.Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.3)
+    return model
+
+
+def _logits(pred: predictor.Predictor, rows: np.ndarray, slots: int, block: int | None = None) -> np.ndarray:
+    """``(R, T, V)`` integer logits of token rows, fed in blocks of ``block`` (None: all at once)."""
+    cache = pred.start(len(rows), slots)
+    tokens = torch.from_numpy(rows)
+    step = block or rows.shape[1]
+    outs = []
+    for a in range(0, rows.shape[1], step):
+        m, e = pred.feed(cache, tokens[:, a : a + step])
+        outs.append(pred.runner.logits(m.reshape(-1, m.shape[-1]), e.reshape(-1)).view(len(rows), -1, pred.model.vocab))
+    return torch.cat(outs, 1).numpy()
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def pred(request, tiny_lm):
+    if request.param == "llama":
+        return tiny_lm.predictor()
+    return predictor.build(_gemma_module(), torch.device("cpu"), start_token=0)
+
+
+def test_a_rows_logits_ignore_the_batch_and_its_place(pred):
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, pred.model.vocab, (5, 40))
+    alone = _logits(pred, rows[2:3], slots=16)
+    batch = _logits(pred, rows, slots=16)
+    flipped = _logits(pred, rows[::-1].copy(), slots=16)
+    assert np.array_equal(batch[2], alone[0]) and np.array_equal(flipped[2], alone[0])
+    other = rows.copy()
+    other[[0, 1, 3, 4]] = rng.integers(0, pred.model.vocab, (4, 40))
+    assert np.array_equal(_logits(pred, other, slots=16)[2], alone[0])
+
+
+def test_prefill_equals_stepping_across_many_window_moves(pred):
+    """70 tokens through 16 slots: the window moves 7 times; blocks of 1 (the decoder), 5 and all."""
+    rows = np.random.default_rng(4).integers(0, pred.model.vocab, (2, 70))
+    whole = _logits(pred, rows, slots=16)
+    assert np.array_equal(_logits(pred, rows, slots=16, block=1), whole)
+    assert np.array_equal(_logits(pred, rows, slots=16, block=5), whole)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_thread_count_leaves_logits_unchanged(pred, threads):
+    rows = np.random.default_rng(5).integers(0, pred.model.vocab, (3, 30))
+    before = torch.get_num_threads()
+    reference = _logits(pred, rows, slots=16)
+    torch.set_num_threads(threads)
+    try:
+        assert np.array_equal(_logits(pred, rows, slots=16), reference)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_gemm_kernel_leaves_logits_unchanged(tiny_lm):
+    pred = tiny_lm.predictor()
+    rows = np.random.default_rng(6).integers(0, pred.model.vocab, (3, 30))
+    portable = predictor.Predictor(pred.model, torch.device("cpu"), pred.start_token)
+    portable.runner = intmodel.Runner(pred.model, exact.Gemm(), torch.device("cpu"))
+    assert np.array_equal(_logits(portable, rows, slots=16), _logits(pred, rows, slots=16))
+
+
+HASH_SCRIPT = """
+import hashlib, sys, numpy as np, torch
+from lmzip import models
+sys.path.insert(0, {tests!r})
+from test_intengine import _logits
+lm = models.load({model!r}, device="cpu", dtype="float32")
+pred = lm.predictor()
+rows = np.random.default_rng(7).integers(0, pred.model.vocab, (3, 40))
+print(pred.gemm.name, hashlib.sha256(_logits(pred, rows, slots=16).tobytes()).hexdigest())
+"""
+
+ENVIRONMENTS = [
+    {"ATEN_CPU_CAPABILITY": "default"},
+    {"ATEN_CPU_CAPABILITY": "avx2"},
+    {"ATEN_CPU_CAPABILITY": "avx512"},
+    {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    {"LMZIP_GEMM": "float32"},
+]
+
+
+def test_cpu_kernel_class_leaves_logits_unchanged(tiny_model_dir, tiny_lm):
+    """Each environment in a fresh process: the same logits, whichever kernels torch picked there."""
+    pred = tiny_lm.predictor()
+    rows = np.random.default_rng(7).integers(0, pred.model.vocab, (3, 40))
+    want = hashlib.sha256(_logits(pred, rows, slots=16).tobytes()).hexdigest()
+    script = HASH_SCRIPT.format(tests=os.path.dirname(__file__), model=str(tiny_model_dir))
+    for extra in ENVIRONMENTS:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={**os.environ, **extra}, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        kernel, got = done.stdout.split()[-2:]
+        assert got == want, f"{extra} ({kernel} GEMM) computed other logits"
+
+
+# -- files --------------------------------------------------------------------------------------
+
+def test_files_decode_at_any_batch_size_and_thread_count(tiny_lm):
+    blob = LMZip(tiny_lm, batch_size=4, chunk_tokens=40, context=24, threads=2).compress(TEXT)
+    for batch_size, threads in [(1, 1), (3, 2), (16, 1)]:
+        assert LMZip(tiny_lm, batch_size=batch_size, threads=threads).decompress(blob) == TEXT
+
+
+def test_a_file_made_under_one_cpu_class_decodes_under_another(tiny_model_dir, tmp_path):
+    """Compress in a process capped at AVX2 (portable GEMM), decompress here; and the reverse."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(TEXT)
+    capped = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    lmzip = [sys.executable, "-m", "lmzip"]
+    common = ["-m", str(tiny_model_dir), "-q", "-f"]
+    for enc_env, dec_env in [(capped, dict(os.environ)), (dict(os.environ), capped)]:
+        packed, back = tmp_path / "in.lmz", tmp_path / "out.txt"
+        run = subprocess.run([*lmzip, "compress", str(src), "-o", str(packed), "--chunk-tokens", "40",
+                              "--context", "24", *common], env=enc_env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        run = subprocess.run([*lmzip, "decompress", str(packed), "-o", str(back), "--batch-size", "1",
+                              "--threads", "1", *common], env=dec_env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert back.read_bytes() == TEXT
+
+
+def test_integer_engine_files_record_no_environment(tiny_lm):
+    from lmzip import container
+
+    header, _ = container.read_header(LMZip(tiny_lm, chunk_tokens=40).compress(TEXT))
+    assert "replay" not in header and header["coding"]["engine"] == predictor.ENGINE
+    assert header["model"]["fingerprint"] == tiny_lm.integer_fingerprint != tiny_lm.fingerprint
