@@ -31,6 +31,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
@@ -298,6 +299,50 @@ class IntModel:
 
 # -- the forward pass -----------------------------------------------------------------------
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nshift(x, s):
+    """``shift`` for one int64: ``x * 2**-s`` rounded half up."""
+    if s >= 0:
+        r = min(s, 62)
+        return (x + ((1 << r) >> 1)) >> r
+    return x << min(-s, 62)
+
+
+@numba.njit(cache=True, nogil=True)
+def _attend_one(q, eq, k, ke, v, ve, first, last, mult, z, table, o, ref):
+    """One query a row (the decoder's step), straight from the int16 cache: the same integers as
+    ``Runner.attention``'s block path (``test_prefill_equals_stepping``), without reading the cache
+    as float64. ``q (R, H, d)``, ``eq (R, H)``; cache ``(R, G, L, d)``; keys ``first..last`` visible."""
+    rows, heads, d = q.shape
+    group = heads // k.shape[1]
+    n = last - first + 1
+    scores = np.empty(n, np.int64)
+    for r in range(rows):
+        for h in range(heads):
+            g = h // group
+            top = np.iinfo(np.int64).min
+            e_ref = -(1 << 30)
+            for j in range(first, last + 1):
+                acc = 0
+                for c in range(d):
+                    acc += q[r, h, c] * np.int64(k[r, g, j, c])
+                sc = _nshift(acc * mult, z - FS - eq[r, h] - np.int64(ke[r, g, j]))
+                scores[j - first] = sc
+                top = max(top, sc)
+                e_ref = max(e_ref, np.int64(ve[r, g, j]))
+            total = 0
+            num = np.zeros(d, np.int64)
+            for j in range(first, last + 1):
+                p = table[min(top - scores[j - first], table.shape[0] - 1)]
+                total += p
+                pv = _nshift(p, e_ref - np.int64(ve[r, g, j]))
+                for c in range(d):
+                    num[c] += pv * np.int64(v[r, g, j, c])
+            for c in range(d):
+                o[r, h, c] = (num[c] * 8 + total) // (2 * total)
+            ref[r, h] = e_ref
+
+
 class Cache:
     """The KV window of ``slots`` positions a row, per layer, as 14-bit mantissas and exponents.
 
@@ -403,6 +448,24 @@ class Runner:
         cache.v[i, :, :, start:end], cache.ve[i, :, :, start:end] = v.short(), ev.int()
         eq = eq + sq
 
+        if T == 1 and x.device.type == "cpu":
+            o, ref = self._attend_one(i, layer, qr[:, :, 0], eq[:, :, 0], cache, start)
+        else:
+            o, ref = self._attend_block(i, layer, qr, eq, cache, slots)
+        o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
+        ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
+        top_e = ref.amax(-1, keepdim=True)
+        o = shift(o, (top_e - ref)[..., None]).reshape(R * T, H * d)  # one exponent per token
+        om, s = normalize(o)
+        y, ey = self.linear(om, s + top_e.view(R * T) - 2, f"{name}.o", layer.o.z)
+        return self.residual(y, ey, layer.post_attn_norm, f"{name}.post_attn_norm").view(R, T, D)
+
+    def _attend_block(self, i: int, layer: Layer, qr: torch.Tensor, eq: torch.Tensor, cache: Cache,
+                      slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of queries ``(R, H, T, d)`` at ``slots``: ``(R, G, gT, d)`` at 2**(ref - 2), and ``ref``."""
+        c = self.model.config
+        R, H, T, d = qr.shape
+        G, end = c.kv_heads, int(slots[-1]) + 1
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
         keys = cache.k[i, :, :, :end].double()  # (R, G, L, d)
         qg = qr.view(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
@@ -411,7 +474,7 @@ class Runner:
         mult, z = self.model.score
         scores = shift(acc * mult, z - FS - eqg[..., None] - cache.ke[i, :, :, None, :end].long())  # 2**-FS nats
         qslot = slots.repeat(H // G)  # (gT,)
-        kslot = torch.arange(end, device=x.device)
+        kslot = torch.arange(end, device=qr.device)
         visible = kslot[None, :] <= qslot[:, None]
         if layer.kind == "sliding_attention" and c.sliding_window:
             visible &= kslot[None, :] > qslot[:, None] - c.sliding_window
@@ -426,13 +489,22 @@ class Runner:
         pv = shift(p, ref[..., None] - ve)
         num = (pv.double() @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d), |.| < 2**34 * L
         o = torch.div(num * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")  # 4 * num / total
-        o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
-        ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
-        top_e = ref.amax(-1, keepdim=True)
-        o = shift(o, (top_e - ref)[..., None]).reshape(R * T, H * d)  # one exponent per token
-        om, s = normalize(o)
-        y, ey = self.linear(om, s + top_e.view(R * T) - 2, f"{name}.o", layer.o.z)
-        return self.residual(y, ey, layer.post_attn_norm, f"{name}.post_attn_norm").view(R, T, D)
+        return o, ref
+
+    def _attend_one(self, i: int, layer: Layer, q: torch.Tensor, eq: torch.Tensor, cache: Cache,
+                    slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_attend_block`` for one query a row (``q (R, H, d)``), by the numba kernel."""
+        c = self.model.config
+        first = 0
+        if layer.kind == "sliding_attention" and c.sliding_window:
+            first = max(0, slot - c.sliding_window + 1)
+        R, H, d = q.shape
+        o = np.empty((R, H, d), np.int64)
+        ref = np.empty((R, H), np.int64)
+        mult, z = self.model.score
+        _attend_one(q.contiguous().numpy(), eq.contiguous().numpy(), cache.k[i].numpy(), cache.ke[i].numpy(),
+                    cache.v[i].numpy(), cache.ve[i].numpy(), first, slot, mult, z, self.model.att_exp, o, ref)
+        return torch.from_numpy(o), torch.from_numpy(ref)
 
     def residual(self, y: torch.Tensor, e: torch.Tensor, norm: Norm | None, name: str) -> torch.Tensor:
         """A branch's output rows (int64 at exponents ``e``) as a residual update at 2**-FH (Gemma: normed first)."""
