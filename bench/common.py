@@ -37,6 +37,13 @@ def rss(pid: int | str = "self") -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        return set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
 def provenance() -> str:
     """A markdown block naming the machine, the versions and the command that produced a result."""
     import numba
@@ -48,6 +55,7 @@ def provenance() -> str:
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown"
     from lmzip.engine import ENGINE
+    from lmzip.predictor import ENGINE as INT_ENGINE
 
     return "\n".join([
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch threads {torch.get_num_threads()}, "
@@ -55,7 +63,8 @@ def provenance() -> str:
         f"CUDA {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, numba {numba.__version__}",
-        f"- lmzip: commit {COMMIT}, engine {ENGINE}",
+        f"- lmzip: commit {COMMIT}, engines {INT_ENGINE} (integer, the default) and {ENGINE} (float)",
+        "- CPU flags: " + " ".join(sorted(f for f in _cpu_flags() if f.startswith(("avx", "amx", "fma")))),
         f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",
     ])
 

@@ -32,7 +32,7 @@ def measure(codec: lmzip.LMZip, path, max_bytes: int | None = None) -> dict:
     compress_s = time.perf_counter() - began
     s = codec.last_stats
     began = time.perf_counter()
-    back = lmzip.LMZip(codec.lm).decompress(blob)
+    back = lmzip.LMZip(codec.lm, engine=codec.engine).decompress(blob)
     decompress_s = time.perf_counter() - began
     if back != data:
         raise SystemExit(f"round trip FAILED for {path}")
