@@ -197,7 +197,8 @@ def compress(file, model, output, to_stdout, keep, remove, force, decompress_, d
             blob = lz.compress(data, progress=bar)
         _write(dest, blob, force)
         if stats:
-            paper_bits = _paper_bits(lz.lm, data) if paper_bpc else None
+            float_lm = lz.lm if lz.lm.module is not None else codec._load(model, device, dtype, "float")
+            paper_bits = _paper_bits(float_lm, data) if paper_bpc else None
             if paper_bpc and paper_bits is None:
                 click.echo("lmzip: paper-method BPC: n/a (not UTF-8, or shorter than one 1901-token window)", err=True)
             for line in _stats_lines(lz.last_stats, paper_bits):
@@ -419,7 +420,7 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
     def go() -> None:
         dest = output or "-"
         _check_free(dest, force)
-        lm = codec.LMZip(model, device=device, dtype=dtype).lm
+        lm = codec.LMZip(model, device=device, dtype=dtype, engine="float").lm
         rows = []
         for path in files:
             with _Progress(f"bpc {os.path.basename(path)}", quiet) as bar:

@@ -84,7 +84,9 @@ class Stats:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(spec: str, device: str | None, dtype: str | None) -> LanguageModel:
+def _load(spec: str, device: str | None, dtype: str | None, engine_name: str) -> LanguageModel:
+    if engine_name == "int":
+        return models.load_integer(spec, device=device)
     return models.load(spec, device=device, dtype=dtype)
 
 
@@ -149,7 +151,7 @@ class LMZip:
             raise ValueError("batch_size and chunk_tokens must be at least 1, context at least 2")
         dtype = _dtype_for(engine, dtype)
         self.engine = engine
-        self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype)
+        self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input
         self.context = context

@@ -27,9 +27,11 @@ and Gemma 3, without logit soft-capping.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -288,6 +290,35 @@ class IntModel:
             put(f"layers.{i}", layer)
         return out
 
+    def save(self, path: Path) -> None:
+        """Write every integer to an ``.npz`` file (the disk cache; ``load`` reads it back)."""
+        flat = {k: v if isinstance(v, np.ndarray) else np.array(repr(v)) for k, v in self.arrays().items()}
+        np.savez(path, **flat)
+
+    @classmethod
+    def load(cls, path: Path) -> IntModel:
+        """The model ``save`` wrote."""
+        with np.load(path, allow_pickle=False) as f:
+            d = {k: f[k] if f[k].dtype.kind != "U" else ast.literal_eval(str(f[k])) for k in f.files}
+
+        def lin(p):
+            return Linear(d[f"{p}.q"], d[f"{p}.mult"], d[f"{p}.z"])
+
+        def norm(p):
+            return Norm(d[f"{p}.gain"], d[f"{p}.z"], d[f"{p}.eps_m"], d[f"{p}.eps_z"]) if f"{p}.gain" in d else None
+
+        config = Config(**{k[7:]: v for k, v in d.items() if k.startswith("config.")})
+        layers = []
+        for i in range(sum(k.endswith(".kind") for k in d)):
+            p = f"layers.{i}"
+            layers.append(Layer(d[f"{p}.kind"], norm(f"{p}.attn_norm"), *(lin(f"{p}.{n}") for n in "qkvo"),
+                                norm(f"{p}.mlp_norm"), *(lin(f"{p}.{n}") for n in ("gate", "up", "down")),
+                                norm(f"{p}.q_norm"), norm(f"{p}.k_norm"), norm(f"{p}.post_attn_norm"),
+                                norm(f"{p}.post_mlp_norm")))
+        return cls(config, lin("embed"), layers, norm("norm"), lin("head"), tuple(int(x) for x in d["score"]),
+                   d["gate_table"], d["att_exp"], d["logit_exp"],
+                   {k[5:]: v for k, v in d.items() if k.startswith("rope.")})
+
     def fingerprint(self) -> str:
         """128 bits of SHA-256 over every integer the engine computes with."""
         h = hashlib.sha256()
@@ -378,7 +409,7 @@ class Runner:
             if isinstance(v, np.ndarray):
                 t[name] = gemm.weight(v, device) if v.dtype == np.int8 else torch.from_numpy(v).to(device)
         self.t = t
-        self.embed_q = torch.from_numpy(model.embed.q.astype(np.int64)).to(device)  # rows gathered per token
+        self.embed_q = torch.from_numpy(model.embed.q).to(device)  # int8 (V, D): rows gathered per token
 
     # A Linear or Norm is named by its prefix in ``IntModel.arrays``: "layers.3.q", "norm", "head".
 
@@ -416,7 +447,7 @@ class Runner:
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(R, T)`` token ids to the residual stream ``(R, T, D)``, int64 at 2**-FH."""
-        q = self.embed_q[tokens]  # (R, T, D)
+        q = self.embed_q[tokens].long()  # (R, T, D)
         y = q * self.t["embed.mult"][tokens][..., None]
         return shift(y, self.model.embed.z - FH)
 

@@ -36,3 +36,18 @@ def test_default_model_round_trip_and_ratio():
     assert abs(s.ideal_bits - s.ce_bits) <= 0.001 * s.ce_bits
     # A pretrained model must beat zstd's strongest setting on English prose, payload against payload.
     assert s.payload_bits < 0.6 * 8 * len(zstandard.ZstdCompressor(level=19).compress(data))
+
+
+def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch):
+    """The disk cache of the quantised GGUF: written on the first load, read on the next, identical
+    files either way; a damaged entry is noticed and rebuilt."""
+    monkeypatch.setenv("LMZIP_CACHE", str(tmp_path))
+    full = models.load_integer(models.DEFAULT_MODEL, device="cpu")
+    assert full.module is not None
+    entry = next((tmp_path / "int").iterdir())
+    cached = models.load_integer(models.DEFAULT_MODEL, device="cpu")
+    assert cached.module is None and cached.integer_fingerprint == full.integer_fingerprint
+    assert LMZip(cached).compress(TEXT) == LMZip(full).compress(TEXT)
+    (entry / "fingerprint").write_text("0" * 32)
+    rebuilt = models.load_integer(models.DEFAULT_MODEL, device="cpu")
+    assert rebuilt.module is not None and (entry / "fingerprint").read_text() == full.integer_fingerprint
