@@ -12,17 +12,24 @@ from lmzip import models
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
-def build_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama (vocabulary 49152, random weights) with SmolLM2's tokenizer, as an HF directory."""
+def _tiny_llama_config():
+    """SmolLM2's tokenizer and the config of a 2-layer Llama over its vocabulary."""
     import transformers
 
     gguf = models.REGISTRY["smollm2-135m"].gguf_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = transformers.LlamaConfig(
+    return tokenizer, transformers.LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (vocabulary 49152, random weights) with SmolLM2's tokenizer, as an HF directory."""
+    import transformers
+
+    tokenizer, config = _tiny_llama_config()
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(config)
     with torch.no_grad():  # less flat than the default init, so tables are not uniform
@@ -38,13 +45,7 @@ def build_golden_model(folder: Path) -> Path:
     import numpy as np
     import transformers
 
-    gguf = models.REGISTRY["smollm2-135m"].gguf_path()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
+    tokenizer, config = _tiny_llama_config()
     model = transformers.LlamaForCausalLM(config)
     rng = np.random.default_rng(2026)
     with torch.no_grad():
