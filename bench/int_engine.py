@@ -9,7 +9,7 @@ Writes benchmarks/int-engine.md (and .csv files beside it):
   the portable one runs) and at another decoder batch size; and a file compressed under that cap
   decodes here. The float engine's file is tried the same way.
 - ratio: file bits per byte of both engines on the first ``--sample-bytes`` of every corpus file,
-  at the same chunking and context, every round trip verified.
+  at the same chunking and context, every integer-engine round trip verified.
 - speed: ``lmzip compress`` and ``decompress`` as commands (start-up included) on a 200-byte file
   and on the first ``--small-bytes`` of alice29, at the defaults, both engines.
 """
@@ -68,7 +68,7 @@ def ratio(sample_bytes: int, chunk_tokens: int) -> list[dict]:
         row = {"file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "bytes": len(data)}
         for engine, codec in codecs.items():
             blob = codec.compress(data)
-            if lmzip.LMZip(codec.lm, engine=engine).decompress(blob) != data:
+            if engine == "int" and lmzip.LMZip(codec.lm, engine=engine).decompress(blob) != data:
                 raise SystemExit(f"round trip FAILED: {path} ({engine})")
             row[f"{engine}_bytes"] = len(blob)
             row[f"{engine}_ce_bits"] = round(codec.last_stats.ce_bits, 1)
@@ -129,8 +129,9 @@ def main() -> None:
             summary.append({"area": area, "bytes": b, "int bits/byte": f"{8 * i / b:.4f}",
                             "float bits/byte": f"{8 * f / b:.4f}", "int over float": f"{100 * (i / f - 1):+.2f}%"})
         lines += ["## Ratio", "", f"File bits per byte, the first {args.sample_bytes} bytes of every corpus file, "
-                  f"chunks of {args.chunk_tokens} tokens, context {lmzip.codec.DEFAULT_CONTEXT}, both engines, "
-                  "every round trip verified.", "", *_table(summary), "", *_table(rat), ""]
+                  f"chunks of {args.chunk_tokens} tokens, context {lmzip.codec.DEFAULT_CONTEXT}, both engines in one "
+                  "process; every integer-engine file decoded again and compared (the float engine's round "
+                  "trips are the test suite's and the portability table's).", "", *_table(summary), "", *_table(rat), ""]
         spd = speed(tmp, args.small_bytes)
         write_csv("int-engine-speed.csv", spd)
         lines += ["## Speed", "", "Wall time of `lmzip compress` and `lmzip decompress` as commands, start-up "
