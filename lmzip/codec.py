@@ -257,9 +257,9 @@ class LMZip:
         batches = [b for b in layout if only is None or only.intersection(b)]
         step = _per_step(progress, sum(archive.entries[i].tokens for b in batches for i in b))
         out: list[bytes | None] = [None] * len(archive.entries)
+        decode = self.lm.predictor().decode if replay is None else functools.partial(engine.decode_batch, self.lm)
         with engine.threads(replay["threads"] if replay else self.threads):
             for batch in batches:
-                decode = self.lm.predictor().decode if replay is None else functools.partial(engine.decode_batch, self.lm)
                 rows = decode([archive.payloads[i] for i in batch], [archive.entries[i].tokens for i in batch],
                               coding["context"], coding["precision"], step)
                 for i, ids in zip(batch, rows):

@@ -406,7 +406,7 @@ class Runner:
         self.model, self.gemm, self.device = model, gemm, device
         t = {}
         for name, v in model.arrays().items():
-            if isinstance(v, np.ndarray):
+            if isinstance(v, np.ndarray) and name != "embed.q":  # the embedding is gathered, not multiplied
                 t[name] = gemm.weight(v, device) if v.dtype == np.int8 else torch.from_numpy(v).to(device)
         self.t = t
         self.embed_q = torch.from_numpy(model.embed.q).to(device)  # int8 (V, D): rows gathered per token

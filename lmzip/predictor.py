@@ -87,9 +87,9 @@ class Predictor:
                 fed[i, 1 : len(r)] = r[:-1]
                 want[i, : len(r)] = r
             pairs = np.ones((len(part), steps, 4), dtype=np.int64)
+            live = np.arange(steps)[None, :] < lengths[:, None]
             if steps:
                 m, e = self.feed(self.start(len(part), slots), torch.from_numpy(fed))
-                live = np.arange(steps)[None, :] < lengths[:, None]
                 idx = np.nonzero(live.reshape(-1))[0]
                 flat = self.intervals(m.reshape(-1, m.shape[-1])[torch.from_numpy(idx)],
                                       e.reshape(-1)[torch.from_numpy(idx)], want.reshape(-1)[idx], precision)
@@ -98,7 +98,6 @@ class Predictor:
                     progress(int(lengths.sum()))
             starts, freqs = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
             payloads += coder.encode(starts, freqs, lengths, precision)
-            live = np.arange(steps)[None, :] < lengths[:, None]
             ideal.append(np.where(live, precision - np.log2(freqs), 0.0).sum(axis=1))
             p = np.maximum(pairs[..., 2], 0.5)  # a token the exp table rounds to 0 counts as half a unit
             ce.append(np.where(live, np.log2(pairs[..., 3] / p), 0.0).sum(axis=1))
