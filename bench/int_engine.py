@@ -1,8 +1,10 @@
 """The integer engine against the float32 engine, side by side in one run: portability, ratio, speed.
 
-    python bench/int_engine.py [--sample-bytes 8000] [--chunk-tokens 512] [--small-bytes 24000] [--parts all]
+    python bench/int_engine.py [--sample-bytes 8000] [--chunk-tokens 512] [--small-bytes 24000]
+                               [--parts portability,ratio,speed]
 
-Writes benchmarks/int-engine.md (and .csv files beside it):
+Writes benchmarks/int-engine-CLASS.md (and .csv files beside it), CLASS the CPU kernel class torch
+runs here (avx2, avx512), since the speeds differ between them by far more than noise:
 
 - portability: a file compressed here decodes byte for byte in a fresh process with 1 thread, under
   ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (where the int8 GEMM fails its self-test and
@@ -24,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from common import CORPUS, corpus_files, provenance, write, write_csv
 
 import lmzip
@@ -109,35 +112,45 @@ def main() -> None:
     ap.add_argument("--chunk-tokens", type=int, default=512)
     ap.add_argument("--small-bytes", type=int, default=24000)
     ap.add_argument("--portability-bytes", type=int, default=1000)
+    ap.add_argument("--parts", default="portability,ratio,speed")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    cpu = torch.backends.cpu.get_cpu_capability().lower()
     lines = ["# The integer engine (int/1) against the float32 engine (lockstep-window-kv/4)", "", provenance(), ""]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sample = (CORPUS / "prose" / "alice29.txt").read_bytes()[5000 : 5000 + args.portability_bytes]
-        port = portability(tmp, sample)
-        write_csv("int-engine-portability.csv", port)
-        lines += ["## Portability", "", f"{len(sample)} bytes of alice29, compressed by `lmzip compress` at the "
-                  "defaults in one process, decompressed in another.", "", *_table(port), ""]
-        rat = ratio(args.sample_bytes, args.chunk_tokens)
-        write_csv("int-engine-ratio.csv", rat)
-        areas = sorted({r["area"] for r in rat})
-        summary = []
-        for area in [*areas, "all"]:
-            sel = [r for r in rat if area in ("all", r["area"])]
-            b = sum(r["bytes"] for r in sel)
-            i, f = sum(r["int_bytes"] for r in sel), sum(r["float_bytes"] for r in sel)
-            summary.append({"area": area, "bytes": b, "int bits/byte": f"{8 * i / b:.4f}",
-                            "float bits/byte": f"{8 * f / b:.4f}", "int over float": f"{100 * (i / f - 1):+.2f}%"})
-        lines += ["## Ratio", "", f"File bits per byte, the first {args.sample_bytes} bytes of every corpus file, "
-                  f"chunks of {args.chunk_tokens} tokens, context {lmzip.codec.DEFAULT_CONTEXT}, both engines in one "
-                  "process; every integer-engine file decoded again and compared (the float engine's round "
-                  "trips are the test suite's and the portability table's).", "", *_table(summary), "", *_table(rat), ""]
-        spd = speed(tmp, args.small_bytes)
-        write_csv("int-engine-speed.csv", spd)
-        lines += ["## Speed", "", "Wall time of `lmzip compress` and `lmzip decompress` as commands, start-up "
-                  "(model load, quantisation, GEMM self-test) included, at the defaults, one after another.", "",
-                  *_table(spd), ""]
-    write("int-engine.md", "\n".join(lines))
+        if "portability" in parts:
+            port = portability(tmp, sample)
+            write_csv(f"int-engine-{cpu}-portability.csv", port)
+            lines += ["## Portability", "", f"{len(sample)} bytes of alice29, compressed by `lmzip compress` at the "
+                      "defaults in one process, decompressed in another.", "", *_table(port), ""]
+        if "ratio" in parts:
+            rat = ratio(args.sample_bytes, args.chunk_tokens)
+            write_csv(f"int-engine-{cpu}-ratio.csv", rat)
+            lines += ratio_section(rat, args)
+        if "speed" in parts:
+            spd = speed(tmp, args.small_bytes)
+            write_csv(f"int-engine-{cpu}-speed.csv", spd)
+            lines += ["## Speed", "", "Wall time of `lmzip compress` and `lmzip decompress` as commands, start-up "
+                      "(model load, quantisation, GEMM self-test) included, at the defaults, one after another.", "",
+                      *_table(spd), ""]
+    write(f"int-engine-{cpu}.md", "\n".join(lines))
+
+
+def ratio_section(rat: list[dict], args: argparse.Namespace) -> list[str]:
+    areas = sorted({r["area"] for r in rat})
+    summary = []
+    for area in [*areas, "all"]:
+        sel = [r for r in rat if area in ("all", r["area"])]
+        b = sum(r["bytes"] for r in sel)
+        i, f = sum(r["int_bytes"] for r in sel), sum(r["float_bytes"] for r in sel)
+        summary.append({"area": area, "bytes": b, "int bits/byte": f"{8 * i / b:.4f}",
+                        "float bits/byte": f"{8 * f / b:.4f}", "int over float": f"{100 * (i / f - 1):+.2f}%"})
+    return ["## Ratio", "", f"File bits per byte, the first {args.sample_bytes} bytes of every corpus file, "
+            f"chunks of {args.chunk_tokens} tokens, context {lmzip.codec.DEFAULT_CONTEXT}, both engines in one "
+            "process; every integer-engine file decoded again and compared (the float engine's round "
+            "trips are the test suite's and the portability table's).", "", *_table(summary), "", *_table(rat), ""]
 
 
 if __name__ == "__main__":

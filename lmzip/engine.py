@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import transformers
 
 from . import coder
 from .errors import ReplayError
@@ -35,6 +34,8 @@ ENGINE = "lockstep-window-kv/4"
 
 def environment(lm: LanguageModel) -> dict:
     """What, besides the model and the coding parameters, decides the logits bit for bit."""
+    import transformers  # half a second to import, so only where a float-engine file needs it
+
     env = {
         "engine": ENGINE,
         "device": lm.device.type,

@@ -8,7 +8,9 @@ and ``256 * (hi @ W) + lo @ W`` is put back together in int64. Two kernels do th
 - ``float32``, the portable base: float32 matmuls over the integer values, with the reduction
   split into parts of at most ``KSPLIT`` so that every partial sum is an integer below 2**24
   (``128 * 127 * 1032 < 2**24``). Every partial sum is then exact, so any order of additions,
-  blocking or vector width gives the same integer. The parts are added in int64.
+  blocking or vector width gives the same integer. The parts are added in int64. On a CPU, a
+  product of at most ``FEW_ROWS`` rows (a decoder step) is instead summed in int64 by a numba
+  kernel over the int8 weight, without halves: exact, and faster where reading the weights bounds it.
 - ``int8``: ``torch._int_mm``, int8 by int8 into int32 (``|hi @ W| < 64 * 127 * K``, below 2**31
   for K up to 260k). Fast where the kernel is right (VNNI CPUs, CUDA), and wrong where it is
   not (torch's AVX2 CPU kernel saturates 16-bit pair sums), so it is used only after a
@@ -21,11 +23,15 @@ Both give the same integers, so a file never depends on which one ran.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
 
+from . import kernels
+
 KSPLIT = 1032  # float32: reduction parts short enough that |partial sums| < 2**24
+FEW_ROWS = 16  # up to this many rows, the CPU multiplies int8 weights directly (measured: faster at 1-16)
 HALF = 256
 
 
@@ -35,20 +41,40 @@ def halves(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([(m - lo) >> 8, lo])
 
 
+class Weight:
+    """An int8 ``(N, K)`` weight as the float32 kernel uses it: the array itself, and its
+    transposed float32 parts of the reduction, made on first use (a decoder of a few rows never
+    needs them, and start-up skips making 540 MB of them)."""
+
+    def __init__(self, q: np.ndarray, device: torch.device) -> None:
+        self.q, self.device, self._parts = q, device, None
+
+    def parts(self) -> list[torch.Tensor]:
+        if self._parts is None:
+            wt = torch.from_numpy(self.q.T.astype(np.float32))
+            self._parts = [wt[k : k + KSPLIT].contiguous().to(self.device) for k in range(0, self.q.shape[1], KSPLIT)]
+        return self._parts
+
+
 class Gemm:
-    """``gemm(m, w)``: exact ``m @ q.T`` for int64 ``m (M, K)``, ``|m| <= 2**14``, and int8 ``q (N, K)``."""
+    """``gemm(m, w)``: exact ``m @ q.T`` for int64 ``m (M, K)``, ``|m| <= 2**14``, and int8 ``q (N, K)``.
+
+    On a CPU, up to ``FEW_ROWS`` rows (a decoder step) go through ``kernels.matmul`` on the int8
+    weight itself, which is several times faster there than float32 (and ten times on the head).
+    """
 
     name = "float32"
 
-    def weight(self, q: np.ndarray, device: torch.device) -> list[torch.Tensor]:
-        """The int8 ``(N, K)`` weight in this kernel's form: transposed parts of the reduction."""
-        wt = torch.from_numpy(q.T.astype(np.float32))
-        return [wt[k : k + KSPLIT].contiguous().to(device) for k in range(0, q.shape[1], KSPLIT)]
+    def weight(self, q: np.ndarray, device: torch.device) -> Weight:
+        """The int8 ``(N, K)`` weight in this kernel's form."""
+        return Weight(q, device)
 
-    def __call__(self, m: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, m: torch.Tensor, w: Weight) -> torch.Tensor:
+        if w.device.type == "cpu" and m.shape[0] <= FEW_ROWS:
+            return kernels.matmul(m, w.q)
         x = halves(m).float()
         acc, k = None, 0
-        for part in w:
+        for part in w.parts():
             y = (x[:, k : k + part.shape[0]] @ part).long()
             acc = y if acc is None else acc + y
             k += part.shape[0]
@@ -59,14 +85,14 @@ class Gemm:
 class Int8Gemm(Gemm):
     name = "int8"
 
-    def weight(self, q: np.ndarray, device: torch.device) -> list[torch.Tensor]:
-        return [torch.from_numpy(np.ascontiguousarray(q.T)).to(device)]
+    def weight(self, q: np.ndarray, device: torch.device) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(q.T)).to(device)
 
-    def __call__(self, m: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = halves(m).to(torch.int8)
         if x.shape[0] <= 16:  # _int_mm takes more than 16 rows (CUDA); pad with zeros, which add nothing
             x = torch.cat([x, x.new_zeros(17 - x.shape[0], x.shape[1])])
-        acc = torch._int_mm(x, w[0]).long()
+        acc = torch._int_mm(x, w).long()
         rows = m.shape[0]
         return acc[:rows] * HALF + acc[rows : 2 * rows]
 
@@ -103,13 +129,35 @@ def self_test(gemm: Gemm, shapes: set[tuple[int, int]], device: torch.device, se
     return True
 
 
+def _seconds(gemm: Gemm, n: int, k: int, rows: int, device: torch.device) -> float:
+    """The best of three timings of one ``(rows, k) @ (k, n)`` product."""
+    rng = np.random.default_rng(1)
+    w = gemm.weight(rng.integers(-127, 128, (n, k)).astype(np.int8), device)
+    m = torch.from_numpy(rng.integers(-(1 << 14), (1 << 14) + 1, (rows, k))).to(device)
+    best = float("inf")
+    for _ in range(4):  # the first run warms up
+        began = time.perf_counter()
+        gemm(m, w)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
 def choose(shapes: set[tuple[int, int]], device: torch.device) -> Gemm:
-    """The fastest kernel proved exact here: int8 if it passes ``self_test``, else float32.
+    """The faster kernel here, on a decoder step's row count, among those proved exact: int8 where
+    it passes ``self_test`` and beats float32, else float32. Some CPUs run ``_int_mm`` exactly but
+    through a slow generic kernel (an AVX2-only AMD EPYC: 50 times slower than float32).
 
     ``LMZIP_GEMM=float32`` forces the portable kernel (the results are the same integers).
     """
-    if os.environ.get("LMZIP_GEMM", "auto") != "float32" and hasattr(torch, "_int_mm"):
-        fast = Int8Gemm()
-        if self_test(fast, shapes, device):
-            return fast
-    return Gemm()
+    portable = Gemm()
+    if os.environ.get("LMZIP_GEMM", "auto") == "float32" or not hasattr(torch, "_int_mm"):
+        return portable
+    fast = Int8Gemm()
+    n, k = sorted(shapes, key=lambda s: s[0] * s[1])[len(shapes) // 2]  # a layer's, not the head's
+    try:
+        faster = _seconds(fast, n, k, 16, device) < _seconds(portable, n, k, 16, device)
+    except RuntimeError:  # no such kernel on this device or build
+        return portable
+    return fast if faster and self_test(fast, shapes, device) else portable

@@ -33,14 +33,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import torch
 
+from . import kernels
 from .errors import ModelError
 from .exact import Gemm
 
-MANT = 14  # activation mantissas: |m| <= 2**MANT
+MANT = kernels.MANT  # activation mantissas: |m| <= 2**MANT = 2**14
 FH = 24  # residual stream: int64 fixed point with FH fractional bits
 FS = 12  # scores and logits: fixed point with FS fractional bits (nats)
 ATT_ONE = 20  # attention weights: exp(0) = 2**ATT_ONE
@@ -330,50 +330,6 @@ class IntModel:
 
 # -- the forward pass -----------------------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _nshift(x, s):
-    """``shift`` for one int64: ``x * 2**-s`` rounded half up."""
-    if s >= 0:
-        r = min(s, 62)
-        return (x + ((1 << r) >> 1)) >> r
-    return x << min(-s, 62)
-
-
-@numba.njit(cache=True, nogil=True)
-def _attend_one(q, eq, k, ke, v, ve, first, last, mult, z, table, o, ref):
-    """One query a row (the decoder's step), straight from the int16 cache: the same integers as
-    ``Runner.attention``'s block path (``test_prefill_equals_stepping``), without reading the cache
-    as float64. ``q (R, H, d)``, ``eq (R, H)``; cache ``(R, G, L, d)``; keys ``first..last`` visible."""
-    rows, heads, d = q.shape
-    group = heads // k.shape[1]
-    n = last - first + 1
-    scores = np.empty(n, np.int64)
-    for r in range(rows):
-        for h in range(heads):
-            g = h // group
-            top = np.iinfo(np.int64).min
-            e_ref = -(1 << 30)
-            for j in range(first, last + 1):
-                acc = 0
-                for c in range(d):
-                    acc += q[r, h, c] * np.int64(k[r, g, j, c])
-                sc = _nshift(acc * mult, z - FS - eq[r, h] - np.int64(ke[r, g, j]))
-                scores[j - first] = sc
-                top = max(top, sc)
-                e_ref = max(e_ref, np.int64(ve[r, g, j]))
-            total = 0
-            num = np.zeros(d, np.int64)
-            for j in range(first, last + 1):
-                p = table[min(top - scores[j - first], table.shape[0] - 1)]
-                total += p
-                pv = _nshift(p, e_ref - np.int64(ve[r, g, j]))
-                for c in range(d):
-                    num[c] += pv * np.int64(v[r, g, j, c])
-            for c in range(d):
-                o[r, h, c] = (num[c] * 8 + total) // (2 * total)
-            ref[r, h] = e_ref
-
-
 class Cache:
     """The KV window of ``slots`` positions a row, per layer, as 14-bit mantissas and exponents.
 
@@ -400,10 +356,16 @@ class Cache:
 
 
 class Runner:
-    """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits."""
+    """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits.
 
-    def __init__(self, model: IntModel, gemm: Gemm, device: torch.device) -> None:
+    On a CPU the elementwise stages run as ``kernels``' numba kernels unless ``fused`` is False;
+    the torch code they stand for is the reference (and the CUDA path): the same integers.
+    """
+
+    def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None) -> None:
         self.model, self.gemm, self.device = model, gemm, device
+        self.fused = device.type == "cpu" if fused is None else fused
+        self.normalize = kernels.normalize if self.fused else normalize
         t = {}
         for name, v in model.arrays().items():
             if isinstance(v, np.ndarray) and name != "embed.q":  # the embedding is gathered, not multiplied
@@ -420,6 +382,8 @@ class Runner:
 
     def rmsnorm(self, x: torch.Tensor, e: torch.Tensor, norm: Norm, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm of rows ``(..., n)`` of int64 at exponents ``e (...)``: 14-bit mantissas and exponents."""
+        if self.fused:
+            return kernels.rmsnorm(x, e, norm.gain, norm.eps_m, norm.eps_z, norm.z)
         n = x.shape[-1]
         h, s = normalize(x, MANT + 1)  # |h| <= 2**15, so the sum of squares stays below 2**41
         eh = e + s  # x ~ h * 2**eh
@@ -430,14 +394,19 @@ class Runner:
         m, s2 = normalize(y)
         return m, s2 - 50 + 10 - norm.z
 
-    def gate(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """``act(x)`` for int64 ``x * 2**e``, in fixed point 2**-16: ``x`` times a table's gate."""
+    def gate(self, x: torch.Tensor, e: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
+        """``act(x) * by`` for rows ``(N, I)`` of int64 ``x * 2**e``, ``act(x)`` in fixed point 2**-16:
+        ``x`` times a table's gate."""
+        if self.fused:
+            return kernels.gate(x, e, by, self.model.gate_table, GATE_X, GATE_RANGE, GATE_ONE)
         x16 = shift(x, -(e[..., None] + 16))  # fixed point 2**-16
         idx = (shift(x16, 16 - GATE_X) + (GATE_RANGE << GATE_X)).clamp(0, self.t["gate_table"].shape[0] - 1)
-        return shift(x16 * self.t["gate_table"][idx], GATE_ONE)
+        return shift(x16 * self.t["gate_table"][idx], GATE_ONE) * by
 
     def rotate(self, m: torch.Tensor, kind: str, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE of mantissas ``(R, H, T, d)`` at ``slots (T,)``: rotated mantissas and the exponent change."""
+        if self.fused:
+            return kernels.rotate(m, slots, self.model.rope[kind], ROPE_ONE)
         cos, sin = self.t[f"rope.{kind}"][:, slots]  # (T, d/2) each, 1 = 2**ROPE_ONE
         half = m.shape[-1] // 2
         a, b = m[..., :half], m[..., half:]
@@ -461,7 +430,7 @@ class Runner:
 
         def project(proj: str, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
             y, ey = self.linear(m, e, f"{name}.{proj}", getattr(layer, proj).z)  # (R*T, heads*d)
-            y, s = normalize(y.view(R, T, heads, d).transpose(1, 2))  # (R, heads, T, d), per token and head
+            y, s = self.normalize(y.view(R, T, heads, d).transpose(1, 2))  # (R, heads, T, d), per token and head
             return y, s + ey.view(R, 1, T)
 
         q, eq = project("q", H)  # (R, H, T, d), (R, H, T)
@@ -479,7 +448,7 @@ class Runner:
         cache.v[i, :, :, start:end], cache.ve[i, :, :, start:end] = v.short(), ev.int()
         eq = eq + sq
 
-        if T == 1 and x.device.type == "cpu":
+        if T == 1 and self.fused:
             o, ref = self._attend_one(i, layer, qr[:, :, 0], eq[:, :, 0], cache, start)
         else:
             o, ref = self._attend_block(i, layer, qr, eq, cache, slots)
@@ -487,7 +456,7 @@ class Runner:
         ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
         top_e = ref.amax(-1, keepdim=True)
         o = shift(o, (top_e - ref)[..., None]).reshape(R * T, H * d)  # one exponent per token
-        om, s = normalize(o)
+        om, s = self.normalize(o)
         y, ey = self.linear(om, s + top_e.view(R * T) - 2, f"{name}.o", layer.o.z)
         return self.residual(y, ey, layer.post_attn_norm, f"{name}.post_attn_norm").view(R, T, D)
 
@@ -533,8 +502,8 @@ class Runner:
         o = np.empty((R, H, d), np.int64)
         ref = np.empty((R, H), np.int64)
         mult, z = self.model.score
-        _attend_one(q.contiguous().numpy(), eq.contiguous().numpy(), cache.k[i].numpy(), cache.ke[i].numpy(),
-                    cache.v[i].numpy(), cache.ve[i].numpy(), first, slot, mult, z, self.model.att_exp, o, ref)
+        kernels.attend_one(q.contiguous().numpy(), eq.contiguous().numpy(), cache.k[i].numpy(), cache.ke[i].numpy(),
+                           cache.v[i].numpy(), cache.ve[i].numpy(), first, slot, mult, z - FS, self.model.att_exp, o, ref)
         return torch.from_numpy(o), torch.from_numpy(ref)
 
     def residual(self, y: torch.Tensor, e: torch.Tensor, norm: Norm | None, name: str) -> torch.Tensor:
@@ -550,9 +519,9 @@ class Runner:
                             layer.mlp_norm, f"{name}.mlp_norm")
         g, eg = self.linear(m, e, f"{name}.gate", layer.gate.z)  # (R*T, I)
         u, eu = self.linear(m, e, f"{name}.up", layer.up.z)
-        un, su = normalize(u)
-        prod = self.gate(g, eg) * un  # at 2**(-16 + su + eu)
-        pm, sp = normalize(prod)
+        un, su = self.normalize(u)
+        prod = self.gate(g, eg, un)  # at 2**(-16 + su + eu)
+        pm, sp = self.normalize(prod)
         y, ey = self.linear(pm, sp + su + eu - 16, f"{name}.down", layer.down.z)
         return self.residual(y, ey, layer.post_mlp_norm, f"{name}.post_mlp_norm").view(R, T, D)
 

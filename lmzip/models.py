@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -228,6 +229,34 @@ def load(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None
     return LanguageModel(name=spec, module=module, tokenizer=tokenizer, fingerprint=fp, device=dev, dtype=dt)
 
 
+SPECIAL = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+class CachedTokenizer:
+    """A cache entry's tokenizer through the ``tokenizers`` library alone: the calls lmzip makes of a
+    transformers fast tokenizer, with its ids, offsets and strings (the same Rust tokenizer, read
+    from the ``tokenizer.json`` transformers saved), without importing transformers (seconds)."""
+
+    def __init__(self, folder: Path) -> None:
+        import tokenizers
+
+        self.backend_tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        special = json.loads((folder / "special.json").read_text())
+        self.bos_token_id, self.eos_token_id, self.pad_token_id = (special[k] for k in SPECIAL)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False) -> str:
+        if clean_up_tokenization_spaces:
+            raise ValueError("lmzip decodes without clean-up")
+        return self.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
+        enc = self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        return {"input_ids": enc.ids, **({"offset_mapping": enc.offsets} if return_offsets_mapping else {})}
+
+
 def _gguf_file(spec: str) -> Path | None:
     """The GGUF file a model spec names (registry names and ``.gguf`` paths), else None."""
     if spec in REGISTRY:
@@ -258,18 +287,15 @@ def load_integer(spec: str = DEFAULT_MODEL, device: str | None = None) -> Langua
     folder = cache_dir() / "int" / h.hexdigest()[:32]
     dev = resolve_device(device)
     if (folder / "fingerprint").exists():
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "tokenizer")
+            tokenizer = CachedTokenizer(folder / "tokenizer")
             lm = LanguageModel(name=spec, module=None, tokenizer=tokenizer, fingerprint="", device=dev,
                                dtype=torch.float32)
             lm._predictor = Predictor(IntModel.load(folder / "model.npz"), dev, lm.start_token)
             if lm.integer_fingerprint == (folder / "fingerprint").read_text():
                 return lm
-        except (OSError, ValueError, KeyError):
-            pass  # rebuilt below
+        except Exception:  # noqa: BLE001  (a damaged or stale entry, whatever the damage: rebuilt below)
+            pass
     lm = load(spec, device=device, dtype="float32")
     _write_cache(folder, lm)
     return lm
@@ -285,6 +311,7 @@ def _write_cache(folder: Path, lm: LanguageModel) -> None:
     try:
         lm.predictor().model.save(tmp / "model.npz")
         lm.tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / "tokenizer" / "special.json").write_text(json.dumps({k: getattr(lm.tokenizer, k) for k in SPECIAL}))
         (tmp / "fingerprint").write_text(lm.integer_fingerprint)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)

@@ -1,0 +1,82 @@
+"""The numba kernels compute exactly the integers of the torch code they stand for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmzip import exact, intmodel, kernels, predictor
+from lmzip.intmodel import GATE_ONE, GATE_RANGE, GATE_X, ROPE_ONE
+
+from test_intengine import _gemma_module, _logits  # noqa: E402  (tests/ is on sys.path)
+
+
+def _rows(rng: np.random.Generator, shape: tuple[int, ...], top: int) -> np.ndarray:
+    """Random int64 rows of mixed magnitude, with zero rows and rows at ``+-top``."""
+    x = rng.integers(-top, top + 1, shape) >> rng.integers(0, 40, shape[:-1] + (1,))
+    x.reshape(-1, shape[-1])[0] = 0
+    x.reshape(-1, shape[-1])[1] = top
+    x.reshape(-1, shape[-1])[2] = -top
+    return x
+
+
+def test_normalize_matches_the_torch_helper():
+    rng = np.random.default_rng(0)
+    for bits in (14, 15):
+        x = torch.from_numpy(_rows(rng, (3, 7, 64), 1 << 55))
+        want = intmodel.normalize(x, bits)
+        got = kernels.normalize(x.transpose(0, 1), bits)  # a strided view, as the engine passes
+        assert torch.equal(got[0], want[0].transpose(0, 1)) and torch.equal(got[1], want[1].transpose(0, 1))
+
+
+@pytest.fixture(scope="module")
+def runners(tiny_lm):
+    model = tiny_lm.predictor().model
+    gemm, cpu = exact.Gemm(), torch.device("cpu")
+    return intmodel.Runner(model, gemm, cpu, fused=True), intmodel.Runner(model, gemm, cpu, fused=False)
+
+
+def test_rmsnorm_matches_the_torch_code(runners):
+    fused, plain = runners
+    rng = np.random.default_rng(1)
+    norm = fused.model.layers[0].attn_norm
+    x = torch.from_numpy(_rows(rng, (40, norm.gain.shape[0]), 1 << 50))
+    e = torch.from_numpy(rng.integers(-40, 10, 40))
+    got, want = fused.rmsnorm(x, e, norm, "layers.0.attn_norm"), plain.rmsnorm(x, e, norm, "layers.0.attn_norm")
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_gate_matches_the_torch_code(runners):
+    fused, plain = runners
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(_rows(rng, (30, 128), 1 << 47))
+    x[3, :5] = torch.tensor([0, 1, -1, GATE_RANGE << 40, -(GATE_RANGE << 40)])  # the table's ends and beyond
+    e = torch.from_numpy(rng.integers(-48, -20, 30))
+    by = torch.from_numpy(rng.integers(-(1 << 14), (1 << 14) + 1, (30, 128)))
+    assert torch.equal(fused.gate(x, e, by), plain.gate(x, e, by))
+    assert (GATE_X, GATE_RANGE, GATE_ONE) == (12, 16, 15)  # the grid the tables were built on
+
+
+def test_rotate_matches_the_torch_code(runners):
+    fused, plain = runners
+    rng = np.random.default_rng(3)
+    d = fused.model.config.head_dim
+    m = torch.from_numpy(_rows(rng, (2, 4, 9, d), 1 << 14))
+    slots = torch.tensor([0, 1, 2, 7, 100, 511, 1000, 4000, 4095])
+    got, want = fused.rotate(m, "full_attention", slots), plain.rotate(m, "full_attention", slots)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert ROPE_ONE == 14
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
+    """The whole forward pass, prefilled and stepped, window moves included."""
+    model = tiny_lm.predictor().model if family == "llama" else intmodel.IntModel.from_module(_gemma_module())
+    fused, plain = (predictor.Predictor(model, torch.device("cpu"), start_token=0) for _ in range(2))
+    plain.runner = intmodel.Runner(model, plain.gemm, torch.device("cpu"), fused=False)
+    assert fused.runner.fused
+    rows = np.random.default_rng(4).integers(0, model.vocab, (3, 40))
+    want = _logits(plain, rows, slots=16)
+    assert np.array_equal(_logits(fused, rows, slots=16), want)
+    assert np.array_equal(_logits(fused, rows, slots=16, block=1), want)
