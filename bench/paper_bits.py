@@ -2,7 +2,7 @@
 
     python bench/paper_bits.py [--model smollm2-135m] [--resume] [--areas prose,code]
 
-For each corpus file, ``lmzip.bpc.measure`` (Huang et al.'s method: windows of 1900 tokens,
+For each corpus file, ``lmzip.analysis.bpc.measure`` (Huang et al.'s method: windows of 1900 tokens,
 stride 512, the file as one document) gives the theoretical cross-entropy; the row of
 benchmarks/roundtrip-MODEL.csv (bench/roundtrip.py, run first) gives what lmzip's chunked
 coder wrote for the same file. Writes benchmarks/paper-bits-MODEL.csv and .md.
@@ -25,7 +25,7 @@ import csv
 from common import COMMIT, CORPUS, OUT, corpus_files, provenance, write, write_csv
 
 import lmzip
-from lmzip import bpc
+from lmzip.analysis import bpc
 
 PAPER = ["file", "area", "characters", "tokens", "paper_scored_tokens", "paper_bits", "paper_bpc", "paper_commit"]
 COLUMNS = PAPER + ["lmzip_tokens", "lmzip_ce_bits", "lmzip_payload_bits", "lmzip_payload_bpc", "payload_over_paper_pct"]

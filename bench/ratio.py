@@ -15,7 +15,7 @@ import re
 
 from common import CORPUS, OUT, ROOT, corpus_files, provenance, write, write_csv
 
-from lmzip import benchmark
+from lmzip.analysis import benchmark
 from lmzip.models import DTYPES
 
 

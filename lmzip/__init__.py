@@ -10,8 +10,11 @@ The public API follows Python's ``gzip`` and ``lzma`` modules::
     codec = lmzip.LMZip("smollm2-135m")     # load the model once, reuse it
     blob = codec.compress(data); codec.last_stats
 
-The pipeline, one module each: models -> engine (batched inference) -> quantize (integer
-frequencies) -> coder (range coder) -> chunking and container (.lmz format) -> cli.
+The pipeline, one module each: models -> intmodel, kernels and exact (the integer forward pass)
+-> predictor (integer tables for the coder) -> quantize (frequencies) -> coder (range coder) ->
+chunking and container (.lmz format) -> codec -> cli. The float replay engine (transformer,
+engine) is kept for comparison; the measurement side (bpc, correlate, report, benchmark) lives
+in ``lmzip.analysis``.
 """
 
 from .codec import LMZip, Stats, compress, decompress, open

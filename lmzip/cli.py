@@ -211,7 +211,7 @@ def compress(file, model, output, to_stdout, keep, remove, force, decompress_, d
 
 def _paper_bits(lm: models.LanguageModel, data: bytes) -> float | None:
     """Paper-method bits of ``data`` as one document; None where it is not text or too short for a window."""
-    from . import bpc as paper
+    from .analysis import bpc as paper
 
     try:
         stream = lm.tokenizer.encode(data.decode("utf-8"))
@@ -347,8 +347,8 @@ def correlate(bpc_table, scores_table, paper, areas, exclude, bpc_column, predic
     BPC_TABLE has 'model' and BPC columns (the output of 'lmzip bpc' works as it is); SCORES_TABLE
     has 'model' and one column per benchmark.
     """
-    from . import correlate as corr
-    from . import report
+    from .analysis import correlate as corr
+    from .analysis import report
 
     def go() -> None:
         if paper == bool(bpc_table or scores_table) or (not paper and not (bpc_table and scores_table)):
@@ -415,7 +415,7 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
     One row per file: model, corpus, area, characters, bytes, tokens, bits, bpc, bits per byte,
     method, window, stride. 'lmzip correlate' reads this table as it is.
     """
-    from . import bpc as measure_bpc
+    from .analysis import bpc as measure_bpc
 
     def go() -> None:
         dest = output or "-"
@@ -443,7 +443,7 @@ def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, no_lmz
     PATHS are files or folders (every file below them). Prints bits per byte by compressor and
     by folder.
     """
-    from . import benchmark
+    from .analysis import benchmark
 
     def go() -> None:
         files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()})

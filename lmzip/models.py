@@ -270,7 +270,8 @@ def load_integer(spec: str = DEFAULT_MODEL, device: str | None = None) -> Langua
 
     A GGUF model's integers and tokenizer are kept under ``cache_dir()/int/``, keyed by the SHA-256
     of the GGUF file and the engine revision, and checked against the fingerprint stored beside
-    them: a start-up of about 2 s instead of de-quantising the GGUF and quantising it again (30 s).
+    them: a start-up of seconds instead of de-quantising the GGUF and quantising it again (30 s to a
+    minute). The cached tokenizer is read by ``tokenizers`` alone (``CachedTokenizer``).
     A damaged or stale entry is rebuilt. Model directories are loaded in full every time.
     """
     from .intmodel import IntModel

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lmzip import bpc
+from lmzip.analysis import bpc
 from lmzip.cli import main
 
 DOCS = ["The first document talks about rabbits and watches. " * 6,

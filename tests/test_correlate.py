@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from lmzip import correlate
+from lmzip.analysis import correlate
 from lmzip.cli import main
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import zstandard
 
-from .codec import LMZip
+from ..codec import LMZip
 
 
 @dataclass(frozen=True)

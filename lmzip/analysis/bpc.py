@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
-from .models import LanguageModel
+from ..errors import InputError
+from ..models import LanguageModel
 
 PAPER_WINDOW = 1900
 PAPER_STRIDE = 512

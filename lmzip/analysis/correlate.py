@@ -21,7 +21,7 @@ from importlib import resources
 import numpy as np
 from scipy import stats
 
-from .errors import LmzipError
+from ..errors import LmzipError
 
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
