@@ -366,6 +366,7 @@ class Runner:
         self.model, self.gemm, self.device = model, gemm, device
         self.fused = device.type == "cpu" if fused is None else fused
         self.normalize = kernels.normalize if self.fused else normalize
+        self.shift_rows = kernels.shift_rows if self.fused else lambda x, s: shift(x, s[..., None])
         t = {}
         for name, v in model.arrays().items():
             if isinstance(v, np.ndarray) and name != "embed.q":  # the embedding is gathered, not multiplied
@@ -455,7 +456,7 @@ class Runner:
         o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
         ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
         top_e = ref.amax(-1, keepdim=True)
-        o = shift(o, (top_e - ref)[..., None]).reshape(R * T, H * d)  # one exponent per token
+        o = self.shift_rows(o, top_e - ref).reshape(R * T, H * d)  # one exponent per token
         om, s = self.normalize(o)
         y, ey = self.linear(om, s + top_e.view(R * T) - 2, f"{name}.o", layer.o.z)
         return self.residual(y, ey, layer.post_attn_norm, f"{name}.post_attn_norm").view(R, T, D)
@@ -471,25 +472,37 @@ class Runner:
         qg = qr.view(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
         acc = (qg @ keys.transpose(-1, -2)).long()  # (R, G, gT, L), exact: |.| < 2**28 * d
         eqg = eq.view(R, G, (H // G) * T)
-        mult, z = self.model.score
-        scores = shift(acc * mult, z - FS - eqg[..., None] - cache.ke[i, :, :, None, :end].long())  # 2**-FS nats
         qslot = slots.repeat(H // G)  # (gT,)
-        kslot = torch.arange(end, device=qr.device)
-        visible = kslot[None, :] <= qslot[:, None]
-        if layer.kind == "sliding_attention" and c.sliding_window:
-            visible &= kslot[None, :] > qslot[:, None] - c.sliding_window
-        top = torch.where(visible, scores, torch.iinfo(torch.int64).min).amax(-1, keepdim=True)
-        table = self.t["att_exp"]
-        p = torch.where(visible, table[(top - scores).clamp(0, table.shape[0] - 1)], 0)  # (R, G, gT, L) <= 2**20
-        total = p.sum(-1)  # (R, G, gT)
-
-        # Values at one exponent per query: the largest among the keys it sees.
-        ve = cache.ve[i, :, :, None, :end].long()  # (R, G, 1, L)
-        ref = torch.where(visible, ve, -(1 << 30)).amax(-1)  # (R, G, gT)
-        pv = shift(p, ref[..., None] - ve)
+        window = c.sliding_window if layer.kind == "sliding_attention" else 0
+        pv, total, ref = self._weights(acc, eqg, cache.ke[i, :, :, :end], cache.ve[i, :, :, :end], qslot, window)
         num = (pv.double() @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d), |.| < 2**34 * L
         o = torch.div(num * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")  # 4 * num / total
         return o, ref
+
+    def _weights(self, acc: torch.Tensor, eq: torch.Tensor, ke: torch.Tensor, ve: torch.Tensor, qslot: torch.Tensor,
+                 window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Softmax numerators of scores ``acc (R, G, gT, L)`` (queries at exponents ``eq (R, G, gT)``
+        and slots ``qslot (gT,)``, keys at ``ke (R, G, L)``), each shifted to its query's value
+        exponent ``ref``, the largest among the ``ve (R, G, L)`` it sees: ``pv``, their ``total``
+        and ``ref``. A query sees the keys up to its slot, and within ``window`` (0: all) of it."""
+        mult, z = self.model.score
+        if self.fused:
+            pv = np.empty(acc.shape, np.int64)
+            total, ref = np.empty(acc.shape[:3], np.int64), np.empty(acc.shape[:3], np.int64)
+            kernels.attention_weights(acc.numpy(), eq.contiguous().numpy(), ke.numpy(), ve.numpy(), qslot.numpy(),
+                                      window, mult, z - FS, self.model.att_exp, pv, total, ref)
+            return torch.from_numpy(pv), torch.from_numpy(total), torch.from_numpy(ref)
+        scores = shift(acc * mult, z - FS - eq[..., None] - ke[:, :, None].long())  # 2**-FS nats
+        kslot = torch.arange(acc.shape[-1], device=acc.device)
+        visible = kslot[None, :] <= qslot[:, None]
+        if window:
+            visible &= kslot[None, :] > qslot[:, None] - window
+        top = torch.where(visible, scores, torch.iinfo(torch.int64).min).amax(-1, keepdim=True)
+        table = self.t["att_exp"]
+        p = torch.where(visible, table[(top - scores).clamp(0, table.shape[0] - 1)], 0)  # (R, G, gT, L) <= 2**20
+        ve = ve[:, :, None].long()  # (R, G, 1, L)
+        ref = torch.where(visible, ve, -(1 << 30)).amax(-1)  # (R, G, gT)
+        return shift(p, ref[..., None] - ve), p.sum(-1), ref
 
     def _attend_one(self, i: int, layer: Layer, q: torch.Tensor, eq: torch.Tensor, cache: Cache,
                     slot: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -510,7 +523,7 @@ class Runner:
         """A branch's output rows (int64 at exponents ``e``) as a residual update at 2**-FH (Gemma: normed first)."""
         if norm is not None:
             y, e = self.rmsnorm(y, e, norm, name)
-        return shift(y, -(e[:, None] + FH))
+        return self.shift_rows(y, -(e + FH))
 
     def mlp(self, i: int, layer: Layer, x: torch.Tensor) -> torch.Tensor:
         """One layer's MLP for ``x (R, T, D)``: ``(R, T, D)`` int64 at 2**-FH."""
@@ -560,4 +573,4 @@ class Runner:
     def logits(self, m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Final-norm rows ``(N, D)`` with exponents ``(N,)`` to ``(N, V)`` int64 logits at 2**-FS nats."""
         y, ey = self.linear(m, e, "head", self.model.head.z)
-        return shift(y, -(ey[:, None] + FS))
+        return self.shift_rows(y, -(ey + FS))

@@ -117,6 +117,13 @@ def _rotate(m, slots, table, one, out, s):
                 s[a, b, t] = si - one
 
 
+@_jit
+def _shift_rows(x, s, out):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = nshift(x[i, j], s[i])
+
+
 def _rows(x: torch.Tensor) -> np.ndarray:
     return x.reshape(-1, x.shape[-1]).numpy()
 
@@ -127,6 +134,13 @@ def normalize(x: torch.Tensor, bits: int = MANT) -> tuple[torch.Tensor, torch.Te
     s = np.empty(x.shape[:-1], np.int64)
     _normalize(_rows(x), bits, m.reshape(-1, x.shape[-1]), s.reshape(-1))
     return torch.from_numpy(m), torch.from_numpy(s)
+
+
+def shift_rows(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``intmodel.shift(x, s[..., None])``: CPU int64 rows ``(..., n)``, one shift a row ``s (...)``."""
+    out = np.empty(x.shape, np.int64)
+    _shift_rows(_rows(x), s.reshape(-1).numpy(), out.reshape(-1, x.shape[-1]))
+    return torch.from_numpy(out)
 
 
 def rmsnorm(x: torch.Tensor, e: torch.Tensor, gain: np.ndarray, eps_m: int, eps_z: int,
@@ -207,3 +221,32 @@ def attend_one(q, eq, k, ke, v, ve, first, last, mult, z, table, o, ref):
         for c in range(d):
             o[r, h, c] = (num[c] * 8 + total) // (2 * total)
         ref[r, h] = e_ref
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def attention_weights(acc, eq, ke, ve, qslot, window, mult, z, table, pv, total, ref):
+    """``Runner._weights``: from scores ``acc (R, G, Q, L)`` (``q . k``), each query's shifted
+    softmax numerators ``pv``, their ``total`` and its value exponent ``ref`` ``(R, G, Q)``."""
+    R, G, Q, L = acc.shape
+    last = table.shape[0] - 1
+    for idx in numba.prange(R * G * Q):
+        r, g, t = idx // (G * Q), (idx // Q) % G, idx % Q
+        hi = min(qslot[t], L - 1)
+        lo = max(0, qslot[t] - window + 1) if window > 0 else 0
+        top = np.iinfo(np.int64).min
+        e_ref = -(1 << 30)
+        for j in range(lo, hi + 1):
+            sc = nshift(acc[r, g, t, j] * mult, z - eq[r, g, t] - np.int64(ke[r, g, j]))
+            pv[r, g, t, j] = sc
+            top = max(top, sc)
+            e_ref = max(e_ref, np.int64(ve[r, g, j]))
+        tot = 0
+        for j in range(L):
+            if lo <= j <= hi:
+                p = table[min(top - pv[r, g, t, j], last)]
+                tot += p
+                pv[r, g, t, j] = nshift(p, e_ref - np.int64(ve[r, g, j]))
+            else:
+                pv[r, g, t, j] = 0
+        total[r, g, t] = tot
+        ref[r, g, t] = e_ref

@@ -30,6 +30,13 @@ def test_normalize_matches_the_torch_helper():
         assert torch.equal(got[0], want[0].transpose(0, 1)) and torch.equal(got[1], want[1].transpose(0, 1))
 
 
+def test_shift_rows_matches_the_torch_helper():
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(_rows(rng, (4, 6, 32), 1 << 50))
+    s = torch.from_numpy(rng.integers(-12, 70, (4, 6)))  # both signs, and past the 62-bit clamp
+    assert torch.equal(kernels.shift_rows(x, s), intmodel.shift(x, s[..., None]))
+
+
 @pytest.fixture(scope="module")
 def runners(tiny_lm):
     model = tiny_lm.predictor().model
