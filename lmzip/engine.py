@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 
@@ -65,13 +66,16 @@ def check_environment(recorded: dict, lm: LanguageModel) -> None:
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Run torch with exactly ``n`` intra-op threads, as the encoder did."""
-    before = torch.get_num_threads()
+    """Run torch (and the integer engine's numba kernels) with ``n`` intra-op threads: exactly
+    ``n`` as the float engine's encoder did; the integer engine's results do not depend on it."""
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
 
 
 def _lockstep(lm: LanguageModel, rows: int, steps: int, context: int) -> Generator:

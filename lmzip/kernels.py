@@ -1,8 +1,8 @@
 """Numba kernels for the integer engine's CPU path: ``intmodel``'s torch helpers, fused.
 
 Each kernel computes exactly the integers of the torch code it stands for (``intmodel.shift``,
-``normalize``, ``Runner.rmsnorm``, ``Runner.gate``, ``Runner.rotate``), and is tested against
-it (``tests/test_kernels.py``). They exist for speed alone: a decoder step feeds one token a
+``normalize``, ``Runner.rmsnorm``, ``gate``, ``rotate``, ``_weights`` and ``_attend_block``;
+``exact.Gemm``), and is tested against it (``tests/test_kernels.py``, ``test_intengine.py``). They exist for speed alone: a decoder step feeds one token a
 row, and there the torch helpers cost a few hundred small-op dispatches a layer, several times
 the step's matmuls. The torch helpers stay the reference and the CUDA path.
 """
@@ -183,9 +183,27 @@ def matmul(m: torch.Tensor, q: np.ndarray) -> torch.Tensor:
     exact by construction (``|sum| < 2**14 * 127 * K``). For a few rows, where a GEMM is bound by
     reading its weights, int8 weights read a quarter of float32's bytes."""
     out = np.empty((m.shape[0], q.shape[0]), np.int64)
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     _matmul(m.to(torch.int16).numpy(), q, out)
     return torch.from_numpy(out)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _softmax_row(acc, eq, ke, ve, lo, hi, mult, z, table, out):
+    """One query's softmax over keys ``lo..hi`` of scores ``acc (L,)``: into ``out``, each key's
+    numerator shifted to the query's value exponent; returns their total and that exponent."""
+    top = np.iinfo(np.int64).min
+    e_ref = -(1 << 30)
+    for j in range(lo, hi + 1):
+        out[j] = nshift(acc[j] * mult, z - eq - np.int64(ke[j]))
+        top = max(top, out[j])
+        e_ref = max(e_ref, np.int64(ve[j]))
+    last = table.shape[0] - 1
+    total = 0
+    for j in range(lo, hi + 1):
+        p = table[min(top - out[j], last)]
+        total += p
+        out[j] = nshift(p, e_ref - np.int64(ve[j]))
+    return total, e_ref
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -199,25 +217,17 @@ def attend_one(q, eq, k, ke, v, ve, first, last, mult, z, table, o, ref):
     for rh in numba.prange(rows * heads):
         r, h = rh // heads, rh % heads
         g = h // group
-        scores = np.empty(last - first + 1, np.int64)
-        top = np.iinfo(np.int64).min
-        e_ref = -(1 << 30)
+        acc = np.empty(last + 1, np.int64)
         for j in range(first, last + 1):
-            acc = 0
+            dot = 0
             for c in range(d):
-                acc += q[r, h, c] * np.int64(k[r, g, j, c])
-            sc = nshift(acc * mult, z - eq[r, h] - np.int64(ke[r, g, j]))
-            scores[j - first] = sc
-            top = max(top, sc)
-            e_ref = max(e_ref, np.int64(ve[r, g, j]))
-        total = 0
+                dot += q[r, h, c] * np.int64(k[r, g, j, c])
+            acc[j] = dot
+        total, e_ref = _softmax_row(acc, eq[r, h], ke[r, g], ve[r, g], first, last, mult, z, table, acc)
         num = np.zeros(d, np.int64)
         for j in range(first, last + 1):
-            p = table[min(top - scores[j - first], table.shape[0] - 1)]
-            total += p
-            pv = nshift(p, e_ref - np.int64(ve[r, g, j]))
             for c in range(d):
-                num[c] += pv * np.int64(v[r, g, j, c])
+                num[c] += acc[j] * np.int64(v[r, g, j, c])
         for c in range(d):
             o[r, h, c] = (num[c] * 8 + total) // (2 * total)
         ref[r, h] = e_ref
@@ -228,25 +238,10 @@ def attention_weights(acc, eq, ke, ve, qslot, window, mult, z, table, pv, total,
     """``Runner._weights``: from scores ``acc (R, G, Q, L)`` (``q . k``), each query's shifted
     softmax numerators ``pv``, their ``total`` and its value exponent ``ref`` ``(R, G, Q)``."""
     R, G, Q, L = acc.shape
-    last = table.shape[0] - 1
     for idx in numba.prange(R * G * Q):
         r, g, t = idx // (G * Q), (idx // Q) % G, idx % Q
         hi = min(qslot[t], L - 1)
         lo = max(0, qslot[t] - window + 1) if window > 0 else 0
-        top = np.iinfo(np.int64).min
-        e_ref = -(1 << 30)
-        for j in range(lo, hi + 1):
-            sc = nshift(acc[r, g, t, j] * mult, z - eq[r, g, t] - np.int64(ke[r, g, j]))
-            pv[r, g, t, j] = sc
-            top = max(top, sc)
-            e_ref = max(e_ref, np.int64(ve[r, g, j]))
-        tot = 0
-        for j in range(L):
-            if lo <= j <= hi:
-                p = table[min(top - pv[r, g, t, j], last)]
-                tot += p
-                pv[r, g, t, j] = nshift(p, e_ref - np.int64(ve[r, g, j]))
-            else:
-                pv[r, g, t, j] = 0
-        total[r, g, t] = tot
-        ref[r, g, t] = e_ref
+        pv[r, g, t, :] = 0
+        total[r, g, t], ref[r, g, t] = _softmax_row(acc[r, g, t], eq[r, g, t], ke[r, g], ve[r, g], lo, hi,
+                                                    mult, z, table, pv[r, g, t])
