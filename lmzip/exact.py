@@ -1,23 +1,22 @@
 """Exact integer matrix products: the same int64 result from every kernel, order and thread count.
 
 The integer engine multiplies activation mantissas ``|m| <= 2**14`` by int8 weights
-``|w| <= 127``. Each mantissa is split into two int8 halves, ``m = 256 * hi + lo`` with
-``lo`` in [-128, 127] and ``|hi| <= 64``; both halves go through one matmul (stacked as rows),
-and ``256 * (hi @ W) + lo @ W`` is put back together in int64. Two kernels do the products:
+``|w| <= 127``. Three kernels compute the products, each exact for its own reason:
 
-- ``float32``, the portable base: float32 matmuls over the integer values, with the reduction
-  split into parts of at most ``KSPLIT`` so that every partial sum is an integer below 2**24
-  (``128 * 127 * 1032 < 2**24``). Every partial sum is then exact, so any order of additions,
-  blocking or vector width gives the same integer. The parts are added in int64. On a CPU, a
-  product of at most ``FEW_ROWS`` rows (a decoder step) is instead summed in int64 by a numba
-  kernel over the int8 weight, without halves: exact, and faster where reading the weights bounds it.
-- ``int8``: ``torch._int_mm``, int8 by int8 into int32 (``|hi @ W| < 64 * 127 * K``, below 2**31
-  for K up to 260k). Fast where the kernel is right (VNNI CPUs, CUDA), and wrong where it is
-  not (torch's AVX2 CPU kernel saturates 16-bit pair sums), so it is used only after a
-  self-test at load on the model's own shapes, extreme values included, against a float64
-  reference (exact: ``2**14 * 127 * K < 2**53``).
+- ``numba`` (the CPU's portable kernel): ``kernels.matmul``, int32 sums of at most 1024
+  int16-by-int8 products, added in int64. Exact by construction (``1024 * 2**14 * 127 < 2**31``).
+- ``float32`` (CUDA's portable kernel): each mantissa split into two int8 halves,
+  ``m = 256 * hi + lo`` with ``lo`` in [-128, 127] and ``|hi| <= 64``, both through float32
+  matmuls, the reduction split into parts of at most ``KSPLIT`` so that every partial sum is an
+  integer below 2**24 (``128 * 127 * 1032 < 2**24``), the parts added in int64. Exact by
+  construction, whatever order of additions, blocking or vector width the GEMM uses.
+- ``int8``: ``torch._int_mm`` over the halves, int8 by int8 into int32 (``|hi @ W| < 64 * 127 * K``,
+  below 2**31 for K up to 260k). Fast where the kernel is right (VNNI CPUs, CUDA), and wrong
+  where it is not (torch's AVX2 CPU kernel saturates 16-bit pair sums), so it is used only after
+  a self-test at load on the model's own shapes, extreme values included, against a float64
+  reference (exact: ``2**14 * 127 * K < 2**53``), and only where a timing finds it faster.
 
-Both give the same integers, so a file never depends on which one ran.
+All give the same integers, so a file never depends on which one ran.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import torch
 from . import kernels
 
 KSPLIT = 1032  # float32: reduction parts short enough that |partial sums| < 2**24
-FEW_ROWS = 16  # up to this many rows, the CPU multiplies int8 weights directly (measured: faster at 1-16)
 HALF = 256
 
 
@@ -41,40 +39,32 @@ def halves(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([(m - lo) >> 8, lo])
 
 
-class Weight:
-    """An int8 ``(N, K)`` weight as the float32 kernel uses it: the array itself, and its
-    transposed float32 parts of the reduction, made on first use (a decoder of a few rows never
-    needs them, and start-up skips making 540 MB of them)."""
-
-    def __init__(self, q: np.ndarray, device: torch.device) -> None:
-        self.q, self.device, self._parts = q, device, None
-
-    def parts(self) -> list[torch.Tensor]:
-        if self._parts is None:
-            wt = torch.from_numpy(self.q.T.astype(np.float32))
-            self._parts = [wt[k : k + KSPLIT].contiguous().to(self.device) for k in range(0, self.q.shape[1], KSPLIT)]
-        return self._parts
-
-
 class Gemm:
-    """``gemm(m, w)``: exact ``m @ q.T`` for int64 ``m (M, K)``, ``|m| <= 2**14``, and int8 ``q (N, K)``.
+    """``gemm(m, gemm.weight(q, device))``: exact ``m @ q.T`` for int64 ``m (M, K)``,
+    ``|m| <= 2**14``, and int8 ``q (N, K)``. This one is the ``numba`` kernel (CPU only)."""
 
-    On a CPU, up to ``FEW_ROWS`` rows (a decoder step) go through ``kernels.matmul`` on the int8
-    weight itself, which is several times faster there than float32 (and ten times on the head).
-    """
+    name = "numba"
 
+    def weight(self, q: np.ndarray, device: torch.device):
+        """The int8 ``(N, K)`` weight in this kernel's form."""
+        return np.ascontiguousarray(q)
+
+    def __call__(self, m: torch.Tensor, w) -> torch.Tensor:
+        return kernels.matmul(m, w)
+
+
+class Float32Gemm(Gemm):
     name = "float32"
 
-    def weight(self, q: np.ndarray, device: torch.device) -> Weight:
-        """The int8 ``(N, K)`` weight in this kernel's form."""
-        return Weight(q, device)
+    def weight(self, q: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+        """The transposed weight as float32 parts of the reduction ``(<= KSPLIT, N)``."""
+        wt = torch.from_numpy(q.T.astype(np.float32))
+        return [wt[k : k + KSPLIT].contiguous().to(device) for k in range(0, q.shape[1], KSPLIT)]
 
-    def __call__(self, m: torch.Tensor, w: Weight) -> torch.Tensor:
-        if w.device.type == "cpu" and m.shape[0] <= FEW_ROWS:
-            return kernels.matmul(m, w.q)
+    def __call__(self, m: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
         x = halves(m).float()
         acc, k = None, 0
-        for part in w.parts():
+        for part in w:
             y = (x[:, k : k + part.shape[0]] @ part).long()
             acc = y if acc is None else acc + y
             k += part.shape[0]
@@ -95,6 +85,9 @@ class Int8Gemm(Gemm):
         acc = torch._int_mm(x, w).long()
         rows = m.shape[0]
         return acc[:rows] * HALF + acc[rows : 2 * rows]
+
+
+KERNELS = {kernel.name: kernel for kernel in (Gemm, Float32Gemm, Int8Gemm)}
 
 
 def _reference(m: torch.Tensor, q: np.ndarray) -> torch.Tensor:
@@ -148,14 +141,22 @@ def _seconds(gemm: Gemm, n: int, k: int, rows: int, device: torch.device, within
 
 
 def choose(shapes: set[tuple[int, int]], device: torch.device) -> Gemm:
-    """The faster kernel here, on a decoder step's row count, among those proved exact: int8 where
-    it passes ``self_test`` and beats float32, else float32. Some CPUs run ``_int_mm`` exactly but
-    through a slow generic kernel (an AVX2-only AMD EPYC: 50 times slower than float32).
+    """The faster kernel here, at a decoder step's row count, among those proved exact: int8 where
+    it passes ``self_test`` and beats the device's portable kernel (numba on a CPU, float32 on
+    CUDA), else that one. Some CPUs run ``_int_mm`` exactly but through a slow generic kernel (an
+    AVX2-only AMD EPYC: 30 times slower than float32 at 16 rows).
 
-    ``LMZIP_GEMM=float32`` forces the portable kernel (the results are the same integers).
+    ``LMZIP_GEMM`` names a kernel to use instead (``numba``, ``float32``; ``int8`` still has to
+    pass the self-test): the results are the same integers, which the tests check.
     """
-    portable = Gemm()
-    if os.environ.get("LMZIP_GEMM", "auto") == "float32" or not hasattr(torch, "_int_mm"):
+    portable = Gemm() if device.type == "cpu" else Float32Gemm()
+    forced = os.environ.get("LMZIP_GEMM", "auto")
+    if forced != "auto":
+        if forced not in KERNELS:
+            raise ValueError(f"LMZIP_GEMM must be auto or one of {', '.join(KERNELS)}")
+        kernel = KERNELS[forced]()
+        return kernel if forced != "int8" or self_test(kernel, shapes, device) else portable
+    if not hasattr(torch, "_int_mm"):
         return portable
     fast = Int8Gemm()
     n, k = sorted(shapes, key=lambda s: s[0] * s[1])[len(shapes) // 2]  # a layer's, not the head's

@@ -354,6 +354,11 @@ class Cache:
         self.re = torch.zeros(shape[:4], dtype=torch.int32, device=device)
         self.ve = torch.zeros(shape[:4], dtype=torch.int32, device=device)
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the rows at indices ``rows``, in that order (finished chunks leave the block)."""
+        for name in ("k", "raw", "v", "ke", "re", "ve"):
+            setattr(self, name, getattr(self, name)[:, rows].contiguous())
+
 
 class Runner:
     """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits.
@@ -449,10 +454,8 @@ class Runner:
         cache.v[i, :, :, start:end], cache.ve[i, :, :, start:end] = v.short(), ev.int()
         eq = eq + sq
 
-        if T == 1 and self.fused:
-            o, ref = self._attend_one(i, layer, qr[:, :, 0], eq[:, :, 0], cache, start)
-        else:
-            o, ref = self._attend_block(i, layer, qr, eq, cache, slots)
+        attend = self._attend_fused if self.fused else self._attend_block
+        o, ref = attend(i, layer, qr, eq, cache, slots)
         o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
         ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
         top_e = ref.amax(-1, keepdim=True)
@@ -486,12 +489,6 @@ class Runner:
         exponent ``ref``, the largest among the ``ve (R, G, L)`` it sees: ``pv``, their ``total``
         and ``ref``. A query sees the keys up to its slot, and within ``window`` (0: all) of it."""
         mult, z = self.model.score
-        if self.fused:
-            pv = np.empty(acc.shape, np.int64)
-            total, ref = np.empty(acc.shape[:3], np.int64), np.empty(acc.shape[:3], np.int64)
-            kernels.attention_weights(acc.numpy(), eq.contiguous().numpy(), ke.numpy(), ve.numpy(), qslot.numpy(),
-                                      window, mult, z - FS, self.model.att_exp, pv, total, ref)
-            return torch.from_numpy(pv), torch.from_numpy(total), torch.from_numpy(ref)
         scores = shift(acc * mult, z - FS - eq[..., None] - ke[:, :, None].long())  # 2**-FS nats
         kslot = torch.arange(acc.shape[-1], device=acc.device)
         visible = kslot[None, :] <= qslot[:, None]
@@ -504,19 +501,16 @@ class Runner:
         ref = torch.where(visible, ve, -(1 << 30)).amax(-1)  # (R, G, gT)
         return shift(p, ref[..., None] - ve), p.sum(-1), ref
 
-    def _attend_one(self, i: int, layer: Layer, q: torch.Tensor, eq: torch.Tensor, cache: Cache,
-                    slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_attend_block`` for one query a row (``q (R, H, d)``), by the numba kernel."""
+    def _attend_fused(self, i: int, layer: Layer, qr: torch.Tensor, eq: torch.Tensor, cache: Cache,
+                      slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_attend_block`` by the numba kernel: ``(R, H, T, d)`` at 2**(ref - 2), and ``ref (R, H, T)``."""
         c = self.model.config
-        first = 0
-        if layer.kind == "sliding_attention" and c.sliding_window:
-            first = max(0, slot - c.sliding_window + 1)
-        R, H, d = q.shape
-        o = np.empty((R, H, d), np.int64)
-        ref = np.empty((R, H), np.int64)
+        o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
+        window = c.sliding_window if layer.kind == "sliding_attention" else 0
         mult, z = self.model.score
-        kernels.attend_one(q.contiguous().numpy(), eq.contiguous().numpy(), cache.k[i].numpy(), cache.ke[i].numpy(),
-                           cache.v[i].numpy(), cache.ve[i].numpy(), first, slot, mult, z - FS, self.model.att_exp, o, ref)
+        kernels.attend(qr.contiguous().numpy(), eq.contiguous().numpy(), cache.k[i].numpy(), cache.ke[i].numpy(),
+                       cache.v[i].numpy(), cache.ve[i].numpy(), slots.numpy(), window, mult, z - FS,
+                       self.model.att_exp, o, ref)
         return torch.from_numpy(o), torch.from_numpy(ref)
 
     def residual(self, y: torch.Tensor, e: torch.Tensor, norm: Norm | None, name: str) -> torch.Tensor:

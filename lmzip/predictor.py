@@ -27,7 +27,7 @@ Progress = Callable[[int], None]
 
 # The revision of the integer arithmetic. Files record it; another revision computes other tables.
 ENGINE = "int/1"
-PREFILL_TOKENS = 2048  # the encoder feeds about this many tokens a block (rows x window)
+PREFILL_TOKENS = 2048  # the encoder's group of rows holds about this many tokens of window
 HEAD_TOKENS = 256  # rows of logits built at once: (256, 49152) int64 is 100 MB
 
 
@@ -74,30 +74,44 @@ class Predictor:
         return int_lookups(self._logits(m, e), targets, self.model.logit_exp, precision)
 
     def encode(self, rows: list[list[int]], slots: int, precision: int, progress: Progress | None = None) -> Encoded:
-        """Code each row of token ids as an independent stream, scored teacher-forced in blocks."""
-        group = max(1, PREFILL_TOKENS // slots)
+        """Code each row of token ids as an independent stream, scored teacher-forced in blocks.
+
+        A group of rows is fed ``slots // 2`` tokens a block; each block's tables are coded at
+        once, and a row leaves the group when it ends, so neither the states nor short rows'
+        padding grow with the chunk length.
+        """
+        group, piece = max(1, PREFILL_TOKENS // slots), max(1, slots // 2)
         payloads, ce, ideal = [], [], []
         for g in range(0, len(rows), group):
             part = rows[g : g + group]
             lengths = np.array([len(r) for r in part], dtype=np.int64)
             steps = int(lengths.max(initial=0))
             fed = np.full((len(part), steps), self.start_token, dtype=np.int64)  # start, then each token but the last
-            want = np.full((len(part), steps), self.start_token, dtype=np.int64)
+            want = np.zeros((len(part), steps), dtype=np.int64)
             for i, r in enumerate(part):
                 fed[i, 1 : len(r)] = r[:-1]
                 want[i, : len(r)] = r
             pairs = np.ones((len(part), steps, 4), dtype=np.int64)
-            live = np.arange(steps)[None, :] < lengths[:, None]
-            if steps:
-                m, e = self.feed(self.start(len(part), slots), torch.from_numpy(fed))
-                idx = np.nonzero(live.reshape(-1))[0]
-                flat = self.intervals(m.reshape(-1, m.shape[-1])[torch.from_numpy(idx)],
-                                      e.reshape(-1)[torch.from_numpy(idx)], want.reshape(-1)[idx], precision)
-                pairs.reshape(-1, 4)[idx] = flat
+            cache, alive = self.start(len(part), slots), np.arange(len(part))
+            for pos in range(0, steps, piece):
+                going = lengths[alive] > pos
+                if not going.all():
+                    cache.keep_rows(torch.from_numpy(np.nonzero(going)[0]))
+                    alive = alive[going]
+                block = slice(pos, min(pos + piece, steps))
+                m, e = self.feed(cache, torch.from_numpy(fed[alive, block]))  # (A, T, D), (A, T)
+                live = np.arange(block.start, block.stop)[None, :] < lengths[alive, None]  # (A, T)
+                idx = torch.from_numpy(np.nonzero(live.reshape(-1))[0])
+                got = self.intervals(m.reshape(-1, m.shape[-1])[idx], e.reshape(-1)[idx], want[alive, block][live],
+                                     precision)
+                sub = pairs[alive, block]
+                sub[live] = got
+                pairs[alive, block] = sub
                 if progress:
-                    progress(int(lengths.sum()))
+                    progress(int(live.sum()))
             starts, freqs = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
             payloads += coder.encode(starts, freqs, lengths, precision)
+            live = np.arange(steps)[None, :] < lengths[:, None]
             ideal.append(np.where(live, precision - np.log2(freqs), 0.0).sum(axis=1))
             p = np.maximum(pairs[..., 2], 0.5)  # a token the exp table rounds to 0 counts as half a unit
             ce.append(np.where(live, np.log2(pairs[..., 3] / p), 0.0).sum(axis=1))

@@ -220,9 +220,9 @@ def _int_freq(row, v, best, exp_table, budget, whole):
     return 1 + exp_table[min(best - row[v], exp_table.shape[0] - 1)] * budget // whole
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _int_intervals(logits, tokens, exp_table, budget, total, out):
-    for r in range(logits.shape[0]):
+    for r in numba.prange(logits.shape[0]):
         row, tok = logits[r], tokens[r]
         best, top, whole = _int_row(row, exp_table)
         below, rest = 0, 0
@@ -240,9 +240,9 @@ def _int_intervals(logits, tokens, exp_table, budget, total, out):
         out[r, 3] = whole
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _int_lookups(logits, targets, exp_table, budget, total, out):
-    for r in range(logits.shape[0]):
+    for r in numba.prange(logits.shape[0]):
         row, target = logits[r], targets[r]
         best, top, whole = _int_row(row, exp_table)
         sum_f = 0

@@ -62,20 +62,22 @@ def test_integer_helpers_match_python_integers():
     assert intmodel.bit_length(torch.from_numpy(np.abs(x))).tolist() == [int(abs(a)).bit_length() for a in x]
 
 
-def test_both_gemm_kernels_are_exact_and_agree():
-    """float32 always; int8 wherever its self-test passes (it must fail nowhere silently)."""
+def test_every_gemm_kernel_is_exact():
+    """numba and float32 always; int8 wherever its self-test passes (it must fail nowhere
+    silently). K = 1536 spans two of numba's int32 blocks, and the extreme rows overflow one."""
     rng = np.random.default_rng(2)
     q = rng.integers(-127, 128, (300, 1536)).astype(np.int8)
-    portable, fast = exact.Gemm(), exact.Int8Gemm()
-    trusted = exact.self_test(fast, {q.shape}, torch.device("cpu"))
-    for rows in (1, exact.FEW_ROWS, 37):  # numba on the int8 weight, then float32 parts
+    q[0], q[1] = 127, -127
+    kernels = [exact.Gemm(), exact.Float32Gemm()]
+    if exact.self_test(exact.Int8Gemm(), {q.shape}, torch.device("cpu")):
+        kernels.append(exact.Int8Gemm())
+    for rows in (1, 16, 37):
         m = rng.integers(-(1 << 14), (1 << 14) + 1, (rows, 1536))
         m[0], m[-1] = 1 << 14, -(1 << 14)
         want = (m.astype(object) @ q.T.astype(object)).tolist()
-        m = torch.from_numpy(m)
-        assert portable(m, portable.weight(q, torch.device("cpu"))).numpy().tolist() == want
-        if trusted:
-            assert fast(m, fast.weight(q, torch.device("cpu"))).numpy().tolist() == want
+        for kernel in kernels:
+            got = kernel(torch.from_numpy(m), kernel.weight(q, torch.device("cpu")))
+            assert got.numpy().tolist() == want, kernel.name
 
 
 # -- invariance ---------------------------------------------------------------------------------
@@ -133,6 +135,17 @@ def test_prefill_equals_stepping_across_many_window_moves(pred):
     assert np.array_equal(_logits(pred, rows, slots=16, block=5), whole)
 
 
+def test_prefill_encoder_and_stepping_decoder_agree_on_rows_of_any_length(pred):
+    """Rows of 70, 9, 40, 1 and 0 tokens in one group: the shorter ones leave the encoder's block
+    as they end, while the window moves; the decoder steps them at its own batch sizes."""
+    rng = np.random.default_rng(8)
+    rows = [rng.integers(0, pred.model.vocab, n).tolist() for n in (70, 9, 40, 1, 0)]
+    done = pred.encode(rows, slots=16, precision=24)
+    lengths = [len(r) for r in rows]
+    assert pred.decode(done.payloads, lengths, slots=16, precision=24) == rows
+    assert [pred.decode([p], [n], slots=16, precision=24)[0] for p, n in zip(done.payloads, lengths)] == rows
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_thread_count_leaves_logits_unchanged(pred, threads):
     rows = np.random.default_rng(5).integers(0, pred.model.vocab, (3, 30))
@@ -145,12 +158,13 @@ def test_thread_count_leaves_logits_unchanged(pred, threads):
         torch.set_num_threads(before)
 
 
-def test_gemm_kernel_leaves_logits_unchanged(tiny_lm):
+@pytest.mark.parametrize("kernel", [exact.Gemm, exact.Float32Gemm])
+def test_gemm_kernel_leaves_logits_unchanged(tiny_lm, kernel):
     pred = tiny_lm.predictor()
     rows = np.random.default_rng(6).integers(0, pred.model.vocab, (3, 30))
-    portable = predictor.Predictor(pred.model, torch.device("cpu"), pred.start_token)
-    portable.runner = intmodel.Runner(pred.model, exact.Gemm(), torch.device("cpu"))
-    assert np.array_equal(_logits(portable, rows, slots=16), _logits(pred, rows, slots=16))
+    other = predictor.Predictor(pred.model, torch.device("cpu"), pred.start_token)
+    other.runner = intmodel.Runner(pred.model, kernel(), torch.device("cpu"))
+    assert np.array_equal(_logits(other, rows, slots=16), _logits(pred, rows, slots=16))
 
 
 HASH_SCRIPT = """
@@ -172,6 +186,7 @@ ENVIRONMENTS = [
     *([{"ATEN_CPU_CAPABILITY": "avx512"}] if NATIVE == "AVX512" else []),
     {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    {"LMZIP_GEMM": "numba"},
     {"LMZIP_GEMM": "float32"},
 ]
 

@@ -78,10 +78,11 @@ def test_rotate_matches_the_torch_code(runners):
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
-    """The whole forward pass, prefilled and stepped, window moves included."""
+    """The whole forward pass, prefilled and stepped, window moves included, against the torch
+    code and the float32 GEMM: CUDA's path, run on the CPU."""
     model = tiny_lm.predictor().model if family == "llama" else intmodel.IntModel.from_module(_gemma_module())
     fused, plain = (predictor.Predictor(model, torch.device("cpu"), start_token=0) for _ in range(2))
-    plain.runner = intmodel.Runner(model, plain.gemm, torch.device("cpu"), fused=False)
+    plain.runner = intmodel.Runner(model, exact.Float32Gemm(), torch.device("cpu"), fused=False)
     assert fused.runner.fused
     rows = np.random.default_rng(4).integers(0, model.vocab, (3, 40))
     want = _logits(plain, rows, slots=16)
