@@ -363,9 +363,13 @@ class Cache:
 class Runner:
     """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits.
 
-    On a CPU the elementwise stages run as ``kernels``' numba kernels unless ``fused`` is False;
-    the torch code they stand for is the reference (and the CUDA path): the same integers.
+    On a CPU the stages run as ``kernels``' numba kernels unless ``fused`` is False: a whole layer
+    in one call (``kernels.layer``, with the numba GEMM) where the GEMM is numba's or the block has
+    at most ``WHOLE_LAYER_ROWS`` rows (a decoder step), else stage by stage around the chosen GEMM.
+    The torch code they stand for is the reference (and the CUDA path): the same integers.
     """
+
+    WHOLE_LAYER_ROWS = 16
 
     def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None) -> None:
         self.model, self.gemm, self.device = model, gemm, device
@@ -378,6 +382,21 @@ class Runner:
                 t[name] = gemm.weight(v, device) if v.dtype == np.int8 else torch.from_numpy(v).to(device)
         self.t = t
         self.embed_q = torch.from_numpy(model.embed.q).to(device)  # int8 (V, D): rows gathered per token
+        self.layer_args = [self._layer_args(layer) for layer in model.layers] if self.fused else None
+
+    def _layer_args(self, layer: Layer) -> tuple:
+        """A layer's integers as ``kernels.layer`` takes them (after the block and its cache)."""
+        c, none = self.model.config, np.zeros(0, np.int64)
+        linears = [getattr(layer, n) for n in ("q", "k", "v", "o", "gate", "up", "down")]
+        norms = [layer.attn_norm, layer.mlp_norm, layer.q_norm, layer.k_norm, layer.post_attn_norm, layer.post_mlp_norm]
+        mult, z = self.model.score
+        return (tuple(np.ascontiguousarray(lin.q) for lin in linears), tuple(lin.mult for lin in linears),
+                np.array([lin.z for lin in linears], np.int64),
+                tuple(none if n is None else n.gain for n in norms),
+                np.array([(0, 0, 0) if n is None else (n.z, n.eps_m, n.eps_z) for n in norms], np.int64),
+                c.heads, self.model.rope[layer.kind], c.sliding_window if layer.kind == "sliding_attention" else 0,
+                mult, z - FS, self.model.att_exp, self.model.gate_table,
+                (FH, FS, GATE_X, GATE_RANGE, GATE_ONE, ROPE_ONE))
 
     # A Linear or Norm is named by its prefix in ``IntModel.arrays``: "layers.3.q", "norm", "head".
 
@@ -552,11 +571,17 @@ class Runner:
             if cache.used == cache.slots:
                 self._shift_window(cache)
             n = min(tokens.shape[1] - pos, cache.slots - cache.used)
-            x = self.embed(tokens[:, pos : pos + n])
-            for i, layer in enumerate(self.model.layers):
-                x = x + self.attention(i, layer, x, cache, cache.used)
-                x = x + self.mlp(i, layer, x)
+            x = self.embed(tokens[:, pos : pos + n])  # (R, T, D)
             R, T, D = x.shape
+            whole = self.fused and (self.gemm.name == "numba" or R * T <= self.WHOLE_LAYER_ROWS)
+            for i, layer in enumerate(self.model.layers):
+                if whole:  # in place, on x's memory
+                    kernels.layer(x.view(R * T, D).numpy(), R, cache.used, cache.k[i].numpy(), cache.raw[i].numpy(),
+                                  cache.v[i].numpy(), cache.ke[i].numpy(), cache.re[i].numpy(), cache.ve[i].numpy(),
+                                  *self.layer_args[i])
+                else:
+                    x = x + self.attention(i, layer, x, cache, cache.used)
+                    x = x + self.mlp(i, layer, x)
             m, e = self.rmsnorm(x.reshape(R * T, D), torch.full((R * T,), -FH, device=x.device),
                                 self.model.norm, "norm")
             outs.append((m.view(R, T, D), e.view(R, T)))

@@ -254,3 +254,127 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
         for c in range(d):
             o[r, h, t, c] = (num[c] * 8 + total) // (2 * total)
         ref[r, h, t] = e_ref
+
+
+# -- one whole layer ------------------------------------------------------------------------
+# ``layer`` is ``Runner.attention`` then ``Runner.mlp`` in one call, so a decoder step costs 30
+# calls into numba, not a few thousand torch and numpy dispatches. Its helpers allocate their
+# outputs; each step is commented with the torch code it stands for.
+
+@_jit
+def _norm_rows(x, e, gain, params):
+    """``Runner.rmsnorm`` of rows ``x (N, n)`` at exponents ``e (N,)``; params = (z, eps_m, eps_z)."""
+    m, em = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
+    _rmsnorm(x, e, gain, params[1], params[2], params[0], m, em)
+    return m, em
+
+
+@_jit
+def _norm(x, bits):
+    m, s = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
+    _normalize(x, bits, m, s)
+    return m, s
+
+
+@_jit
+def _linear(m, e, w, mult, z):
+    """``Runner.linear``: mantissas ``(N, K)`` at exponents ``e`` through int8 ``w (M, K)``."""
+    y = np.empty((m.shape[0], w.shape[0]), np.int64)
+    _matmul(m.astype(np.int16), w, y)
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] *= mult[j]
+    return y, e - z
+
+
+@_jit
+def _residual(x, y, e, gain, params, fh):
+    """``x += Runner.residual(y, e, norm)``: the norm only where it has gains (Gemma 3)."""
+    if gain.shape[0] > 0:
+        y, e = _norm_rows(y, e, gain, params)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[i, j] += nshift(y[i, j], -(e[i] + fh))
+
+
+@_jit
+def _heads(y, ey, rows, T, heads, d):
+    """``y (R*T, heads*d)`` to per-head mantissas ``(R, heads, T, d)`` and exponents, as ``project``."""
+    flat = np.empty((rows * heads * T, d), np.int64)
+    for r in range(rows):
+        for h in range(heads):
+            for t in range(T):
+                flat[(r * heads + h) * T + t] = y[r * T + t, h * d : (h + 1) * d]
+    m, s = _norm(flat, MANT)
+    for r in range(rows):
+        for h in range(heads):
+            for t in range(T):
+                s[(r * heads + h) * T + t] += ey[r * T + t]
+    return m.reshape(rows, heads, T, d), s.reshape(rows, heads, T)
+
+
+@_jit
+def _rope(m, e, slots, table, one):
+    out, s = np.empty(m.shape, np.int64), np.empty(m.shape[:3], np.int64)
+    _rotate(m, slots, table, one, out, s)
+    return out, e + s, s
+
+
+@_jit
+def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, params, heads, rope, window,
+          score_mult, score_z, att_exp, gate_table, consts):
+    """One layer for the block ``x (R*T, D)`` (int64 at 2**-FH, row ``r * T + t``) at slots
+    ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values.
+    ``weights``/``mults``/``zs``: q, k, v, o, gate, up, down; ``gains``/``params``: the attention,
+    MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, FS, GATE_X,
+    GATE_RANGE, GATE_ONE, ROPE_ONE."""
+    fh, fs, gate_x, gate_range, gate_one, rope_one = consts
+    n, kv, d = x.shape[0], k.shape[1], k.shape[3]
+    T = n // rows
+    slots = np.arange(start, start + T)
+    # attention: rmsnorm, then q, k, v per head, per token
+    m, e = _norm_rows(x, np.full(n, -fh, np.int64), gains[0], params[0])
+    y, ey = _linear(m, e, weights[0], mults[0], zs[0])
+    q, eq = _heads(y, ey, rows, T, heads, d)
+    y, ey = _linear(m, e, weights[1], mults[1], zs[1])
+    kk, ek = _heads(y, ey, rows, T, kv, d)
+    y, ey = _linear(m, e, weights[2], mults[2], zs[2])
+    vv, ev = _heads(y, ey, rows, T, kv, d)
+    if gains[2].shape[0] > 0:  # Gemma 3's q and k norms
+        qm, qe = _norm_rows(q.reshape(-1, d), eq.reshape(-1), gains[2], params[2])
+        q, eq = qm.reshape(q.shape), qe.reshape(eq.shape)
+        km, ke_ = _norm_rows(kk.reshape(-1, d), ek.reshape(-1), gains[3], params[3])
+        kk, ek = km.reshape(kk.shape), ke_.reshape(ek.shape)
+    qr, eq, _ = _rope(q, eq, slots, rope, rope_one)
+    kr, _, sk = _rope(kk, ek, slots, rope, rope_one)
+    for r in range(rows):  # the cache: raw and rotated keys, values, as int16 mantissas
+        for g in range(kv):
+            for t in range(T):
+                j = start + t
+                raw[r, g, j], re[r, g, j] = kk[r, g, t], ek[r, g, t]
+                k[r, g, j], ke[r, g, j] = kr[r, g, t], ek[r, g, t] + sk[r, g, t]
+                v[r, g, j], ve[r, g, j] = vv[r, g, t], ev[r, g, t]
+    o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
+    attend(qr, eq, k, ke, v, ve, slots, window, score_mult, score_z, att_exp, o, ref)
+    # heads back to one row a token, at the token's largest exponent
+    flat, top = np.empty((n, heads * d), np.int64), np.empty(n, np.int64)
+    for r in range(rows):
+        for t in range(T):
+            i = r * T + t
+            top[i] = ref[r, :, t].max()
+            for h in range(heads):
+                for c in range(d):
+                    flat[i, h * d + c] = nshift(o[r, h, t, c], top[i] - ref[r, h, t])
+    om, s = _norm(flat, MANT)
+    y, ey = _linear(om, s + top - 2, weights[3], mults[3], zs[3])
+    _residual(x, y, ey, gains[4], params[4], fh)
+    # the MLP
+    m, e = _norm_rows(x, np.full(n, -fh, np.int64), gains[1], params[1])
+    g_, eg = _linear(m, e, weights[4], mults[4], zs[4])
+    u, eu = _linear(m, e, weights[5], mults[5], zs[5])
+    un, su = _norm(u, MANT)
+    prod = np.empty(g_.shape, np.int64)
+    _gate(g_, eg, un, gate_table, gate_x, gate_range, gate_one, prod)
+    pm, sp = _norm(prod, MANT)
+    y, ey = _linear(pm, sp + su + eu - 16, weights[6], mults[6], zs[6])
+    _residual(x, y, ey, gains[5], params[5], fh)

@@ -120,23 +120,30 @@ class Predictor:
 
     def decode(self, payloads: list[bytes], lengths: list[int], slots: int, precision: int,
                progress: Progress | None = None) -> list[list[int]]:
-        """Invert ``encode`` for one batch of streams, stepping all rows a token at a time."""
+        """Invert ``encode`` for one batch of streams, stepping the rows a token at a time; a row
+        leaves the batch when it ends."""
         n = len(payloads)
         lengths_np = np.array(lengths, dtype=np.int64)
         steps = int(lengths_np.max(initial=0))
         out = np.zeros((n, steps), dtype=np.int64)
         streams = coder.Decoder(payloads, precision)
-        cache = self.start(n, slots)
+        cache, alive = self.start(n, slots), np.arange(n)
         x = np.full(n, self.start_token, dtype=np.int64)
         for t in range(steps):
-            m, e = self.feed(cache, torch.from_numpy(x[:, None]))
-            active = t < lengths_np
-            chosen = self.lookups(m[:, 0], e[:, 0], streams.targets(active), precision)
+            going = lengths_np[alive] > t
+            if not going.all():
+                cache.keep_rows(torch.from_numpy(np.nonzero(going)[0]))
+                alive = alive[going]
+            m, e = self.feed(cache, torch.from_numpy(x[alive, None]))
+            active = lengths_np > t
+            targets = streams.targets(active)
+            chosen = np.zeros((n, 3), dtype=np.int64)
+            chosen[alive] = self.lookups(m[:, 0], e[:, 0], targets[alive], precision)
             streams.consume(chosen[:, 1], chosen[:, 2], active)
-            x = np.where(active, chosen[:, 0], self.start_token)
+            x = chosen[:, 0]
             out[:, t] = x
             if progress:
-                progress(int(active.sum()))
+                progress(len(alive))
         return [out[i, : lengths[i]].tolist() for i in range(n)]
 
 

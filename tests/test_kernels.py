@@ -79,12 +79,17 @@ def test_rotate_matches_the_torch_code(runners):
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
     """The whole forward pass, prefilled and stepped, window moves included, against the torch
-    code and the float32 GEMM: CUDA's path, run on the CPU."""
+    code and the float32 GEMM (CUDA's path, run on the CPU): by whole-layer kernels (the numba
+    GEMM), and by stages around another GEMM for blocks of more than ``WHOLE_LAYER_ROWS`` rows."""
     model = tiny_lm.predictor().model if family == "llama" else intmodel.IntModel.from_module(_gemma_module())
-    fused, plain = (predictor.Predictor(model, torch.device("cpu"), start_token=0) for _ in range(2))
-    plain.runner = intmodel.Runner(model, exact.Float32Gemm(), torch.device("cpu"), fused=False)
-    assert fused.runner.fused
+    cpu = torch.device("cpu")
+    plain, whole, staged = (predictor.Predictor(model, cpu, start_token=0) for _ in range(3))
+    plain.runner = intmodel.Runner(model, exact.Float32Gemm(), cpu, fused=False)
+    whole.runner = intmodel.Runner(model, exact.Gemm(), cpu)
+    staged.runner = intmodel.Runner(model, exact.Float32Gemm(), cpu)
+    assert whole.runner.fused and staged.runner.fused
     rows = np.random.default_rng(4).integers(0, model.vocab, (3, 40))
     want = _logits(plain, rows, slots=16)
-    assert np.array_equal(_logits(fused, rows, slots=16), want)
-    assert np.array_equal(_logits(fused, rows, slots=16, block=1), want)
+    for pred in (whole, staged):
+        assert np.array_equal(_logits(pred, rows, slots=16), want)  # blocks of 3 x 16 rows
+        assert np.array_equal(_logits(pred, rows, slots=16, block=1), want)
