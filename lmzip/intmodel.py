@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,15 +292,38 @@ class IntModel:
         return out
 
     def save(self, path: Path) -> None:
-        """Write every integer to an ``.npz`` file (the disk cache; ``load`` reads it back)."""
-        flat = {k: v if isinstance(v, np.ndarray) else np.array(repr(v)) for k, v in self.arrays().items()}
-        np.savez(path, **flat)
+        """Write every integer to one file (the disk cache; ``load`` reads it back): a length, a
+        JSON index of the arrays (dtype, shape, offset) and the other values, then the arrays'
+        bytes, each at a multiple of 64. One read and no per-array parsing: a start-up of tenths
+        of a second where ``np.savez``'s zip took most of one."""
+        arrays, values, offset = {}, {}, 0
+        for k, v in self.arrays().items():
+            if isinstance(v, np.ndarray):
+                arrays[k] = (v.dtype.str, list(v.shape), offset)
+                offset += -(-v.nbytes // 64) * 64
+            else:
+                values[k] = repr(v)
+        head = json.dumps({"arrays": arrays, "values": values}).encode()
+        start = -(-(8 + len(head)) // 64) * 64
+        with open(path, "wb") as f:
+            f.write(len(head).to_bytes(8, "little") + head)
+            for k, v in self.arrays().items():
+                if isinstance(v, np.ndarray):
+                    f.seek(start + arrays[k][2])
+                    f.write(np.ascontiguousarray(v).tobytes())
+            f.truncate(start + offset)
 
     @classmethod
     def load(cls, path: Path) -> IntModel:
-        """The model ``save`` wrote."""
-        with np.load(path, allow_pickle=False) as f:
-            d = {k: f[k] if f[k].dtype.kind != "U" else ast.literal_eval(str(f[k])) for k in f.files}
+        """The model ``save`` wrote (its arrays are views of one buffer read at once)."""
+        data = np.fromfile(path, dtype=np.uint8)
+        n = int.from_bytes(data[:8].tobytes(), "little")
+        index = json.loads(data[8 : 8 + n].tobytes())
+        start = -(-(8 + n) // 64) * 64
+        d = {k: ast.literal_eval(v) for k, v in index["values"].items()}
+        for k, (dtype, shape, offset) in index["arrays"].items():
+            size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            d[k] = data[start + offset : start + offset + size].view(dtype).reshape(shape)
 
         def lin(p):
             return Linear(d[f"{p}.q"], d[f"{p}.mult"], d[f"{p}.z"])

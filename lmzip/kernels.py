@@ -4,8 +4,9 @@ the CPU's GEMM.
 Each elementwise kernel computes exactly the integers of the torch code it stands for
 (``intmodel.shift``, ``normalize``, ``Runner.rmsnorm``, ``gate``, ``rotate``, ``_weights`` and
 ``_attend_block``), tested against it (``tests/test_kernels.py``); ``matmul`` computes the exact
-product, tested against Python integers (``tests/test_intengine.py``). They exist for speed:
-a decoder step feeds one token a row, and there the torch helpers cost a few hundred small-op
+product, tested against Python integers (``tests/test_intengine.py``); ``layer`` chains them
+into one layer's forward pass, tested against the torch forward pass. They exist for speed: a
+decoder step feeds one token a row, and there the torch helpers cost a few hundred small-op
 dispatches a layer, several times the step's matmuls. The torch helpers stay the reference and
 the CUDA path.
 """

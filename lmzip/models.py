@@ -292,7 +292,7 @@ def load_integer(spec: str = DEFAULT_MODEL, device: str | None = None) -> Langua
             tokenizer = CachedTokenizer(folder / "tokenizer")
             lm = LanguageModel(name=spec, module=None, tokenizer=tokenizer, fingerprint="", device=dev,
                                dtype=torch.float32)
-            lm._predictor = Predictor(IntModel.load(folder / "model.npz"), dev, lm.start_token)
+            lm._predictor = Predictor(IntModel.load(folder / "model.bin"), dev, lm.start_token)
             if lm.integer_fingerprint == (folder / "fingerprint").read_text():
                 return lm
         except Exception:  # noqa: BLE001  (a damaged or stale entry, whatever the damage: rebuilt below)
@@ -310,7 +310,7 @@ def _write_cache(folder: Path, lm: LanguageModel) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
-        lm.predictor().model.save(tmp / "model.npz")
+        lm.predictor().model.save(tmp / "model.bin")
         lm.tokenizer.save_pretrained(tmp / "tokenizer")
         (tmp / "tokenizer" / "special.json").write_text(json.dumps({k: getattr(lm.tokenizer, k) for k in SPECIAL}))
         (tmp / "fingerprint").write_text(lm.integer_fingerprint)

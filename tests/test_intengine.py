@@ -237,3 +237,14 @@ def test_integer_engine_files_record_no_environment(tiny_lm):
     header, _ = container.read_header(LMZip(tiny_lm, chunk_tokens=40).compress(TEXT))
     assert "replay" not in header and header["coding"]["engine"] == predictor.ENGINE
     assert header["model"]["fingerprint"] == tiny_lm.integer_fingerprint != tiny_lm.fingerprint
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_saved_model_loads_back_to_the_same_integers(tiny_lm, family, tmp_path):
+    model = tiny_lm.predictor().model if family == "llama" else intmodel.IntModel.from_module(_gemma_module())
+    model.save(tmp_path / "model.bin")
+    back = intmodel.IntModel.load(tmp_path / "model.bin")
+    assert back.fingerprint() == model.fingerprint() and back.config == model.config
+    for (k, v), (k2, v2) in zip(sorted(model.arrays().items()), sorted(back.arrays().items())):
+        assert k == k2 and type(v) is type(v2)
+        assert np.array_equal(v, v2) and v.dtype == v2.dtype if isinstance(v, np.ndarray) else v == v2
