@@ -4,9 +4,9 @@
 
 Runs ``LMZip.compress`` (what ``lmzip compress`` runs) in a child process that reports its
 progress, and samples the child's RSS every 50 ms. The whole input is read and tokenised up
-front, then batches of at most ``batch_size`` chunks are coded one after another, each in a KV
-cache of ``context`` slots a row that the window reuses, so memory peaks within the first
-batch's first window moves. On a 2-core CPU the whole 5 MB would take hours, so the run is
+front, then batches of at most ``batch_size`` chunks are coded one after another, a group of
+rows at a time in a KV cache of ``context`` slots a row that the window reuses, so memory peaks
+early in the first batch. On a 2-core CPU the whole 5 MB would take hours, so the run is
 stopped after ``--steps`` steps of the first batch, and the report says so; ``--steps 0`` runs
 to the end. Writes benchmarks/memory.md."""
 
@@ -89,10 +89,10 @@ def main() -> None:
           f"and repeated. RSS of the process sampled every 50 ms.", "",
           "| input bytes | peak RSS MB | seconds | run |", "|---:|---:|---:|---|",
           f"| {len(data)} | {peak / 2**20:.0f} | {seconds:.0f} | {outcome} |", "",
-          "The input is read and tokenised whole before coding (a few tens of MB for 5 MB of text); each batch "
-          "then allocates the same KV cache (layers x rows x KV heads x context x head dim, keys and values), "
-          "which the window reuses however long the chunks, and frees it before the next batch, so neither "
-          "later steps nor later batches raise the peak.", "",
+          "The input is read and tokenised whole before coding (the token ids, and the tokenizer's Rust encoding "
+          "while the chunks are cut). The integer engine then scores a group of rows at a time in blocks of half "
+          "its window, coding each block's tables at once; the group's int16 KV cache is reused however long the "
+          "chunks, so neither later blocks nor later groups raise the peak.", "",
           provenance(), ""]
     write("memory.md", "\n".join(md))
 

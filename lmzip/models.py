@@ -234,7 +234,7 @@ SPECIAL = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 class CachedTokenizer:
     """A cache entry's tokenizer through the ``tokenizers`` library alone: the calls lmzip makes of a
-    transformers fast tokenizer, with its ids, offsets and strings (the same Rust tokenizer, read
+    transformers fast tokenizer, with its ids and strings (the same Rust tokenizer, read
     from the ``tokenizer.json`` transformers saved), without importing transformers (seconds)."""
 
     def __init__(self, folder: Path) -> None:
@@ -251,10 +251,6 @@ class CachedTokenizer:
         if clean_up_tokenization_spaces:
             raise ValueError("lmzip decodes without clean-up")
         return self.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
-        enc = self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens)
-        return {"input_ids": enc.ids, **({"offset_mapping": enc.offsets} if return_offsets_mapping else {})}
 
 
 def _gguf_file(spec: str) -> Path | None:
