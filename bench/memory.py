@@ -87,8 +87,8 @@ def main() -> None:
           f"`LMZip.compress` (default settings: batch {lmzip_codec.DEFAULT_BATCH_SIZE}, context "
           f"{lmzip_codec.DEFAULT_CONTEXT} tokens, model {args.model}) on {len(data)} bytes: the corpus joined "
           f"and repeated. RSS of the process sampled every 50 ms.", "",
-          "| input bytes | peak RSS MB | seconds | run |", "|---:|---:|---:|---|",
-          f"| {len(data)} | {peak / 2**20:.0f} | {seconds:.0f} | {outcome} |", "",
+          "| input bytes | peak RSS MB (10^6 bytes) | MiB | seconds | run |", "|---:|---:|---:|---:|---|",
+          f"| {len(data)} | {peak / 1e6:.0f} | {peak / 2**20:.0f} | {seconds:.0f} | {outcome} |", "",
           "The input is read and tokenised whole before coding (the token ids, and the tokenizer's Rust encoding "
           "while the chunks are cut). The integer engine then scores a group of rows at a time in blocks of half "
           "its window, coding each block's tables at once; the group's int16 KV cache is reused however long the "
