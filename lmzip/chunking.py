@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
 import zstandard
 
+SEGMENT_CHARS = 1 << 18  # text is tokenised this much at a time to place the cuts
 MIN_TEXT_BYTES = 64  # text islands shorter than this, between binary runs, go to the fallback
 FALLBACK_BYTES = 1 << 20  # a fallback chunk holds at most this much input
 ZSTD_LEVEL = 19
@@ -86,11 +88,28 @@ def chunk_length(total_tokens: int, rows: int) -> int:
     return min(max(-(-total_tokens // rows), MIN_CHUNK_TOKENS), MAX_CHUNK_TOKENS)
 
 
-def _text_chunks(text: str, encoding, tokenizer, chunk_tokens: int) -> list[Chunk]:
-    """``text`` cut where every ``chunk_tokens``-th token of its ``tokenizers.Encoding`` starts."""
+def _token_starts(text: str, tokenizer) -> np.ndarray:
+    """Where each token of ``text`` starts (character offsets), tokenising it ``SEGMENT_CHARS`` at a
+    time, each segment ending after a newline where it has one.
+
+    The starts only place the cuts between chunks; each chunk is then tokenised on its own and
+    checked (``_text_chunks``), so a segment boundary that tokenises a little differently moves a
+    cut by a token and nothing else. Tokenised in one call, 5 MB of text held its whole Rust
+    encoding at the compression's peak memory (benchmarks/memory.md)."""
+    starts, a = [], 0
+    while a < len(text):
+        b = len(text) if len(text) - a <= SEGMENT_CHARS else text.rfind("\n", a, a + SEGMENT_CHARS) + 1
+        b = b if b > a else a + SEGMENT_CHARS
+        enc = tokenizer.backend_tokenizer.encode(text[a:b], add_special_tokens=False)
+        starts.append(a + np.array([o[0] for o in enc.offsets], dtype=np.int64))
+        a = b
+    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+
+
+def _text_chunks(text: str, starts: np.ndarray, tokenizer, chunk_tokens: int) -> list[Chunk]:
+    """``text`` cut where every ``chunk_tokens``-th token starts."""
     cuts = [0]
-    for k in range(chunk_tokens, len(encoding), chunk_tokens):
-        start = encoding.token_to_chars(k)[0]
+    for start in starts[chunk_tokens::chunk_tokens].tolist():
         if start > cuts[-1]:
             cuts.append(start)
     cuts.append(len(text))
@@ -119,12 +138,9 @@ def split(data: bytes, tokenizer, chunk_tokens: int | None = None, rows: int = 1
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
     runs = [(raw.decode("utf-8") if is_text else None, raw) for is_text, raw in _runs(data)]
-    # The Rust encodings, whose offsets are read only at the cuts: a Python list of every token's
-    # offsets took about 200 MB for 5 MB of text, and set the peak memory of a compression.
-    encodings = [None if text is None else tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-                 for text, _ in runs]
-    length = chunk_tokens or chunk_length(sum(len(e) for e in encodings if e is not None), rows)
+    starts = [None if text is None else _token_starts(text, tokenizer) for text, _ in runs]
+    length = chunk_tokens or chunk_length(sum(len(t) for t in starts if t is not None), rows)
     chunks: list[Chunk] = []
-    for (text, raw), encoding in zip(runs, encodings):
-        chunks.extend(fallback(raw) if text is None else _text_chunks(text, encoding, tokenizer, length))
+    for (text, raw), where in zip(runs, starts):
+        chunks.extend(fallback(raw) if text is None else _text_chunks(text, where, tokenizer, length))
     return chunks, length

@@ -75,6 +75,17 @@ def test_default_chunk_length_fills_one_batch(tiny_lm, monkeypatch):
     assert codec.decompress(blob) == text
 
 
+def test_text_tokenised_in_segments_still_cuts_at_token_starts(tiny_lm, monkeypatch):
+    text = "".join(f"Line {i}: the cuts land where a token starts, segment or not.\n" for i in range(40))
+    whole = chunking._token_starts(text, tiny_lm.tokenizer)
+    monkeypatch.setattr(chunking, "SEGMENT_CHARS", 100)
+    parts = chunking._token_starts(text, tiny_lm.tokenizer)
+    assert np.array_equal(parts, whole)  # segments end after a newline, where this tokenizer splits anyway
+    chunks, _ = chunking.split(text.encode(), tiny_lm.tokenizer, chunk_tokens=50)
+    assert b"".join(c.raw for c in chunks) == text.encode() and len(chunks) > 10
+    assert LMZip(tiny_lm, chunk_tokens=50).decompress(LMZip(tiny_lm, chunk_tokens=50).compress(text.encode())) == text.encode()
+
+
 def test_one_chunk_decodes_alone(codec):
     text = "".join(f"Paragraph {i}: some words that differ, {i * i}.\n" for i in range(200)).encode()
     blob = codec.compress(text)
