@@ -11,7 +11,9 @@ its name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -198,12 +200,21 @@ def _from_pretrained(folder: Path, gguf_file: str | None):
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # transformers' GGUF reader draws its own tqdm bar, which disable_progress_bar leaves on; lmzip
+    # draws its progress itself (and not at all under -q), so that bar is silenced for the load.
+    gguf = importlib.import_module("transformers.modeling_gguf_pytorch_utils") if gguf_file else None
+    bar = getattr(gguf, "tqdm", None)
+    if bar is not None:
+        gguf.tqdm = functools.partial(bar, disable=True)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
         module = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load model from {folder / (gguf_file or '')}: {exc}".splitlines()[0]) from exc
+    finally:
+        if bar is not None:
+            gguf.tqdm = bar
     return module, tokenizer
 
 

@@ -38,12 +38,14 @@ def test_default_model_round_trip_and_ratio():
     assert s.payload_bits < 0.6 * 8 * len(zstandard.ZstdCompressor(level=19).compress(data))
 
 
-def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch):
+def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch, capfd):
     """The disk cache of the quantised GGUF: written on the first load, read on the next, identical
-    files either way; a damaged entry is noticed and rebuilt."""
+    files either way; a damaged entry is noticed and rebuilt. The GGUF reader's own progress bar
+    stays off (lmzip draws its own, and none under -q)."""
     monkeypatch.setenv("LMZIP_CACHE", str(tmp_path))
     full = models.load_integer(models.DEFAULT_MODEL, device="cpu")
     assert full.module is not None
+    assert "GGUF" not in capfd.readouterr().err
     entry = next((tmp_path / "int").iterdir())
     cached = models.load_integer(models.DEFAULT_MODEL, device="cpu")
     assert cached.module is None and cached.integer_fingerprint == full.integer_fingerprint
