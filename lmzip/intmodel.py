@@ -420,7 +420,7 @@ class Runner:
                 np.array([(0, 0, 0) if n is None else (n.z, n.eps_m, n.eps_z) for n in norms], np.int64),
                 c.heads, self.model.rope[layer.kind], c.sliding_window if layer.kind == "sliding_attention" else 0,
                 mult, z - FS, self.model.att_exp, self.model.gate_table,
-                (FH, FS, GATE_X, GATE_RANGE, GATE_ONE, ROPE_ONE))
+                (FH, GATE_X, GATE_RANGE, GATE_ONE, ROPE_ONE))
 
     # A Linear or Norm is named by its prefix in ``IntModel.arrays``: "layers.3.q", "norm", "head".
 

@@ -54,7 +54,9 @@ def _isqrt(v):
 
 
 @_jit
-def _normalize(x, bits, m, s):
+def _normalize(x, bits):
+    """Rows ``x (N, n)`` to 14-bit (``bits``) mantissas ``(N, n)`` and exponents ``(N,)``."""
+    m, s = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
     for i in range(x.shape[0]):
         top = 0
         for j in range(x.shape[1]):
@@ -63,11 +65,15 @@ def _normalize(x, bits, m, s):
         s[i] = si
         for j in range(x.shape[1]):
             m[i, j] = nshift(x[i, j], si)
+    return m, s
 
 
 @_jit
-def _rmsnorm(x, e, gain, eps_m, eps_z, z, m, em):
+def _rmsnorm(x, e, gain, params):
+    """``Runner.rmsnorm`` of rows ``x (N, n)`` at exponents ``e (N,)``; ``params``: (z, eps_m, eps_z)."""
+    z, eps_m, eps_z = params[0], params[1], params[2]
     n = x.shape[1]
+    m, em = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
     h = np.empty(n, np.int64)
     for i in range(x.shape[0]):
         top = 0
@@ -88,21 +94,26 @@ def _rmsnorm(x, e, gain, eps_m, eps_z, z, m, em):
         for j in range(n):
             m[i, j] = nshift(h[j], s2)
         em[i] = s2 - 50 + 10 - z
+    return m, em
 
 
 @_jit
-def _gate(x, e, by, table, grid, rng, one, out):
+def _gate(x, e, by, table, grid, rng, one):
+    out = np.empty(x.shape, np.int64)
     last = table.shape[0] - 1
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             x16 = nshift(x[i, j], -(e[i] + 16))
             idx = min(max(nshift(x16, 16 - grid) + (rng << grid), 0), last)
             out[i, j] = nshift(x16 * table[idx], one) * by[i, j]
+    return out
 
 
 @_jit
-def _rotate(m, slots, table, one, out, s):
+def _rotate(m, slots, table, one):
+    """RoPE of mantissas ``(R, H, T, d)``: rotated mantissas and exponent changes ``(R, H, T)``."""
     R, H, T, d = m.shape
+    out, s = np.empty(m.shape, np.int64), np.empty(m.shape[:3], np.int64)
     half = d // 2
     row = np.empty(d, np.int64)
     for a in range(R):
@@ -119,13 +130,16 @@ def _rotate(m, slots, table, one, out, s):
                 for c in range(d):
                     out[a, b, t, c] = nshift(row[c], si)
                 s[a, b, t] = si - one
+    return out, s
 
 
 @_jit
-def _shift_rows(x, s, out):
+def _shift_rows(x, s):
+    out = np.empty(x.shape, np.int64)
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             out[i, j] = nshift(x[i, j], s[i])
+    return out
 
 
 def _rows(x: torch.Tensor) -> np.ndarray:
@@ -134,41 +148,31 @@ def _rows(x: torch.Tensor) -> np.ndarray:
 
 def normalize(x: torch.Tensor, bits: int = MANT) -> tuple[torch.Tensor, torch.Tensor]:
     """``intmodel.normalize`` of a CPU int64 tensor."""
-    m = np.empty(x.shape, np.int64)
-    s = np.empty(x.shape[:-1], np.int64)
-    _normalize(_rows(x), bits, m.reshape(-1, x.shape[-1]), s.reshape(-1))
-    return torch.from_numpy(m), torch.from_numpy(s)
+    m, s = _normalize(_rows(x), bits)
+    return torch.from_numpy(m.reshape(x.shape)), torch.from_numpy(s.reshape(x.shape[:-1]))
 
 
 def shift_rows(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``intmodel.shift(x, s[..., None])``: CPU int64 rows ``(..., n)``, one shift a row ``s (...)``."""
-    out = np.empty(x.shape, np.int64)
-    _shift_rows(_rows(x), s.reshape(-1).numpy(), out.reshape(-1, x.shape[-1]))
-    return torch.from_numpy(out)
+    return torch.from_numpy(_shift_rows(_rows(x), s.reshape(-1).numpy()).reshape(x.shape))
 
 
 def rmsnorm(x: torch.Tensor, e: torch.Tensor, gain: np.ndarray, eps_m: int, eps_z: int,
             z: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``Runner.rmsnorm`` of CPU rows ``(..., n)`` at exponents ``e (...)``."""
-    m = np.empty(x.shape, np.int64)
-    em = np.empty(x.shape[:-1], np.int64)
-    _rmsnorm(_rows(x), e.reshape(-1).numpy(), gain, eps_m, eps_z, z, m.reshape(-1, x.shape[-1]), em.reshape(-1))
-    return torch.from_numpy(m), torch.from_numpy(em)
+    m, em = _rmsnorm(_rows(x), e.reshape(-1).numpy(), gain, np.array([z, eps_m, eps_z], np.int64))
+    return torch.from_numpy(m.reshape(x.shape)), torch.from_numpy(em.reshape(x.shape[:-1]))
 
 
 def gate(x: torch.Tensor, e: torch.Tensor, by: torch.Tensor, table: np.ndarray, grid: int, rng: int,
          one: int) -> torch.Tensor:
     """``Runner.gate``: ``act(x * 2**e) * by`` for CPU rows ``(N, I)``."""
-    out = np.empty(x.shape, np.int64)
-    _gate(x.numpy(), e.numpy(), by.numpy(), table, grid, rng, one, out)
-    return torch.from_numpy(out)
+    return torch.from_numpy(_gate(x.numpy(), e.numpy(), by.numpy(), table, grid, rng, one))
 
 
 def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``Runner.rotate`` of CPU mantissas ``(R, H, T, d)`` at ``slots (T,)``."""
-    out = np.empty(m.shape, np.int64)
-    s = np.empty(m.shape[:-1], np.int64)
-    _rotate(m.numpy(), slots.numpy(), table, one, out, s)
+    out, s = _rotate(m.numpy(), slots.numpy(), table, one)
     return torch.from_numpy(out), torch.from_numpy(s)
 
 
@@ -259,23 +263,8 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
 
 # -- one whole layer ------------------------------------------------------------------------
 # ``layer`` is ``Runner.attention`` then ``Runner.mlp`` in one call, so a decoder step costs 30
-# calls into numba, not a few thousand torch and numpy dispatches. Its helpers allocate their
-# outputs; each step is commented with the torch code it stands for.
-
-@_jit
-def _norm_rows(x, e, gain, params):
-    """``Runner.rmsnorm`` of rows ``x (N, n)`` at exponents ``e (N,)``; params = (z, eps_m, eps_z)."""
-    m, em = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
-    _rmsnorm(x, e, gain, params[1], params[2], params[0], m, em)
-    return m, em
-
-
-@_jit
-def _norm(x, bits):
-    m, s = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
-    _normalize(x, bits, m, s)
-    return m, s
-
+# calls into numba, not a few thousand torch and numpy dispatches. Like the kernels above, its
+# helpers allocate and return their outputs.
 
 @_jit
 def _linear(m, e, w, mult, z):
@@ -292,7 +281,7 @@ def _linear(m, e, w, mult, z):
 def _residual(x, y, e, gain, params, fh):
     """``x += Runner.residual(y, e, norm)``: the norm only where it has gains (Gemma 3)."""
     if gain.shape[0] > 0:
-        y, e = _norm_rows(y, e, gain, params)
+        y, e = _rmsnorm(y, e, gain, params)
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             x[i, j] += nshift(y[i, j], -(e[i] + fh))
@@ -306,7 +295,7 @@ def _heads(y, ey, rows, T, heads, d):
         for h in range(heads):
             for t in range(T):
                 flat[(r * heads + h) * T + t] = y[r * T + t, h * d : (h + 1) * d]
-    m, s = _norm(flat, MANT)
+    m, s = _normalize(flat, MANT)
     for r in range(rows):
         for h in range(heads):
             for t in range(T):
@@ -315,26 +304,19 @@ def _heads(y, ey, rows, T, heads, d):
 
 
 @_jit
-def _rope(m, e, slots, table, one):
-    out, s = np.empty(m.shape, np.int64), np.empty(m.shape[:3], np.int64)
-    _rotate(m, slots, table, one, out, s)
-    return out, e + s, s
-
-
-@_jit
 def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, params, heads, rope, window,
           score_mult, score_z, att_exp, gate_table, consts):
     """One layer for the block ``x (R*T, D)`` (int64 at 2**-FH, row ``r * T + t``) at slots
     ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values.
     ``weights``/``mults``/``zs``: q, k, v, o, gate, up, down; ``gains``/``params``: the attention,
-    MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, FS, GATE_X,
+    MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, GATE_X,
     GATE_RANGE, GATE_ONE, ROPE_ONE."""
-    fh, fs, gate_x, gate_range, gate_one, rope_one = consts
+    fh, gate_x, gate_range, gate_one, rope_one = consts
     n, kv, d = x.shape[0], k.shape[1], k.shape[3]
     T = n // rows
     slots = np.arange(start, start + T)
     # attention: rmsnorm, then q, k, v per head, per token
-    m, e = _norm_rows(x, np.full(n, -fh, np.int64), gains[0], params[0])
+    m, e = _rmsnorm(x, np.full(n, -fh, np.int64), gains[0], params[0])
     y, ey = _linear(m, e, weights[0], mults[0], zs[0])
     q, eq = _heads(y, ey, rows, T, heads, d)
     y, ey = _linear(m, e, weights[1], mults[1], zs[1])
@@ -342,12 +324,13 @@ def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, para
     y, ey = _linear(m, e, weights[2], mults[2], zs[2])
     vv, ev = _heads(y, ey, rows, T, kv, d)
     if gains[2].shape[0] > 0:  # Gemma 3's q and k norms
-        qm, qe = _norm_rows(q.reshape(-1, d), eq.reshape(-1), gains[2], params[2])
+        qm, qe = _rmsnorm(q.reshape(-1, d), eq.reshape(-1), gains[2], params[2])
         q, eq = qm.reshape(q.shape), qe.reshape(eq.shape)
-        km, ke_ = _norm_rows(kk.reshape(-1, d), ek.reshape(-1), gains[3], params[3])
+        km, ke_ = _rmsnorm(kk.reshape(-1, d), ek.reshape(-1), gains[3], params[3])
         kk, ek = km.reshape(kk.shape), ke_.reshape(ek.shape)
-    qr, eq, _ = _rope(q, eq, slots, rope, rope_one)
-    kr, _, sk = _rope(kk, ek, slots, rope, rope_one)
+    qr, sq = _rotate(q, slots, rope, rope_one)
+    eq = eq + sq
+    kr, sk = _rotate(kk, slots, rope, rope_one)
     for r in range(rows):  # the cache: raw and rotated keys, values, as int16 mantissas
         for g in range(kv):
             for t in range(T):
@@ -366,16 +349,15 @@ def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, para
             for h in range(heads):
                 for c in range(d):
                     flat[i, h * d + c] = nshift(o[r, h, t, c], top[i] - ref[r, h, t])
-    om, s = _norm(flat, MANT)
+    om, s = _normalize(flat, MANT)
     y, ey = _linear(om, s + top - 2, weights[3], mults[3], zs[3])
     _residual(x, y, ey, gains[4], params[4], fh)
     # the MLP
-    m, e = _norm_rows(x, np.full(n, -fh, np.int64), gains[1], params[1])
+    m, e = _rmsnorm(x, np.full(n, -fh, np.int64), gains[1], params[1])
     g_, eg = _linear(m, e, weights[4], mults[4], zs[4])
     u, eu = _linear(m, e, weights[5], mults[5], zs[5])
-    un, su = _norm(u, MANT)
-    prod = np.empty(g_.shape, np.int64)
-    _gate(g_, eg, un, gate_table, gate_x, gate_range, gate_one, prod)
-    pm, sp = _norm(prod, MANT)
+    un, su = _normalize(u, MANT)
+    prod = _gate(g_, eg, un, gate_table, gate_x, gate_range, gate_one)
+    pm, sp = _normalize(prod, MANT)
     y, ey = _linear(pm, sp + su + eu - 16, weights[6], mults[6], zs[6])
     _residual(x, y, ey, gains[5], params[5], fh)

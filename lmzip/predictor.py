@@ -94,21 +94,14 @@ class Predictor:
             pairs = np.ones((len(part), steps, 4), dtype=np.int64)
             cache, alive = self.start(len(part), slots), np.arange(len(part))
             for pos in range(0, steps, piece):
-                going = lengths[alive] > pos
-                if not going.all():
-                    cache.keep_rows(torch.from_numpy(np.nonzero(going)[0]))
-                    alive = alive[going]
-                block = slice(pos, min(pos + piece, steps))
-                m, e = self.feed(cache, torch.from_numpy(fed[alive, block]))  # (A, T, D), (A, T)
-                live = np.arange(block.start, block.stop)[None, :] < lengths[alive, None]  # (A, T)
-                idx = torch.from_numpy(np.nonzero(live.reshape(-1))[0])
-                got = self.intervals(m.reshape(-1, m.shape[-1])[idx], e.reshape(-1)[idx], want[alive, block][live],
-                                     precision)
-                sub = pairs[alive, block]
-                sub[live] = got
-                pairs[alive, block] = sub
+                alive = _leave(cache, alive, lengths, pos)
+                m, e = self.feed(cache, torch.from_numpy(fed[alive, pos : pos + piece]))  # (A, T, D), (A, T)
+                i, t = np.nonzero(pos + np.arange(m.shape[1])[None, :] < lengths[alive, None])  # live tokens
+                at = torch.from_numpy(i), torch.from_numpy(t)
+                row, col = alive[i], pos + t
+                pairs[row, col] = self.intervals(m[at], e[at], want[row, col], precision)
                 if progress:
-                    progress(int(live.sum()))
+                    progress(len(i))
             starts, freqs = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
             payloads += coder.encode(starts, freqs, lengths, precision)
             live = np.arange(steps)[None, :] < lengths[:, None]
@@ -130,10 +123,7 @@ class Predictor:
         cache, alive = self.start(n, slots), np.arange(n)
         x = np.full(n, self.start_token, dtype=np.int64)
         for t in range(steps):
-            going = lengths_np[alive] > t
-            if not going.all():
-                cache.keep_rows(torch.from_numpy(np.nonzero(going)[0]))
-                alive = alive[going]
+            alive = _leave(cache, alive, lengths_np, t)
             m, e = self.feed(cache, torch.from_numpy(x[alive, None]))
             active = lengths_np > t
             targets = streams.targets(active)
@@ -145,6 +135,14 @@ class Predictor:
             if progress:
                 progress(len(alive))
         return [out[i, : lengths[i]].tolist() for i in range(n)]
+
+
+def _leave(cache: Cache, alive: np.ndarray, lengths: np.ndarray, pos: int) -> np.ndarray:
+    """The rows of ``alive`` (indices into ``lengths``) that go on past ``pos``; the others leave ``cache``."""
+    going = lengths[alive] > pos
+    if not going.all():
+        cache.keep_rows(torch.from_numpy(np.nonzero(going)[0]))
+    return alive[going]
 
 
 def build(module: torch.nn.Module, device: torch.device, start_token: int) -> Predictor:
