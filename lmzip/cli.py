@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from .errors import EXIT_CODES, InputError, LmzipError, OutputExistsError
 SUFFIX = ".lmz"
 EXIT_HELP = "Exit codes: " + ", ".join(
     f"{code} {what}" for code, what in sorted({0: "success", 2: "usage error", **EXIT_CODES}.items())
-) + "."
+) + "; with many files, the highest of their codes."
 
 
 def _read(path: str) -> bytes:
@@ -113,8 +114,10 @@ def main() -> None:
     \b
       lmzip compress book.txt            # writes book.txt.lmz, keeps book.txt
       lmzip decompress book.txt.lmz      # writes book.txt back, byte for byte
+      lmzip compress a.txt b.txt         # many files: a.txt.lmz, b.txt.lmz
       lmzip compress -c - < in > out.lmz # stdin to stdout
-      lmzip info book.txt.lmz            # model, sizes, bits per byte
+      lmzip verify *.lmz                 # decode in memory, check every checksum (-t)
+      lmzip info -l *.lmz                # sizes and bits per byte, one line a file
       lmzip models                       # bundled models and whether installed
     """
 
@@ -132,6 +135,15 @@ def _stats_lines(s: codec.Stats, paper_bits: float | None) -> list[str]:
     return lines
 
 
+def _options(*options):
+    """A decorator applying ``options`` in order, for option sets that several commands share."""
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
 _DTYPE = click.option(
     "--dtype", type=click.Choice(["auto", *models.DTYPES]), default="auto", show_default=True,
     help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU. int8 (CPU only) runs the transformer "
@@ -139,35 +151,83 @@ _DTYPE = click.option(
          "(benchmarks/roundtrip-smollm2-135m-int8.md against roundtrip-smollm2-135m.md).")
 
 
-def _coding_options(command):
-    """The options that shape the coding, shared by ``compress`` and ``bench``."""
-    for option in reversed([
-        _DTYPE,
-        click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
-                     help="Rows coded in parallel, one text chunk each: more rows share each pass over the "
-                          "weights, and the KV cache grows with them."),
-        click.option("--chunk-tokens", type=click.IntRange(1),
-                     help="Tokens a text chunk [default: as long as filling one batch allows, at least "
-                          f"{chunking.MIN_CHUNK_TOKENS}]. Each chunk starts with no context: longer chunks "
-                          "compress better, shorter ones fill more rows."),
-        click.option("--context", type=click.IntRange(2), default=codec.DEFAULT_CONTEXT, show_default=True,
-                     help="KV-cache slots a row: every token is predicted from the last context/2 to "
-                          "context tokens of its chunk. Memory grows with batch size x context."),
-    ]):
-        command = option(command)
-    return command
+_coding_options = _options(
+    _DTYPE,
+    click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
+                 help="Rows coded in parallel, one text chunk each: more rows share each pass over the "
+                      "weights, and the KV cache grows with them."),
+    click.option("--chunk-tokens", type=click.IntRange(1),
+                 help="Tokens a text chunk [default: as long as filling one batch allows, at least "
+                      f"{chunking.MIN_CHUNK_TOKENS}]. Each chunk starts with no context: longer chunks "
+                      "compress better, shorter ones fill more rows."),
+    click.option("--context", type=click.IntRange(2), default=codec.DEFAULT_CONTEXT, show_default=True,
+                 help="KV-cache slots a row: every token is predicted from the last context/2 to "
+                      "context tokens of its chunk. Memory grows with batch size x context."),
+)
+"""The options that shape the coding, shared by ``compress`` and ``bench``."""
+
+
+def _each(files: tuple[str, ...], action, verb: str, quiet: bool) -> None:
+    """Run ``action(file) -> (bytes in, bytes out)`` on each file, as gzip does: a failure is one
+    line on stderr naming its file, the others go on; many files end with a summary line; the
+    exit code is the highest of the files' codes (0 when all succeed)."""
+    worst, done, size_in, size_out = 0, 0, 0, 0
+    for file in files:
+        try:
+            a, b = action(file)
+        except LmzipError as exc:
+            message = str(exc)
+            click.echo(f"lmzip: {message if message.startswith(f'{file}:') else f'{file}: {message}'}", err=True)
+            worst = max(worst, exc.exit_code)
+            continue
+        except KeyboardInterrupt:
+            click.echo("lmzip: interrupted", err=True)
+            sys.exit(130)
+        done, size_in, size_out = done + 1, size_in + a, size_out + b
+    if len(files) > 1 and not quiet:
+        click.echo(f"lmzip: {done} of {len(files)} files {verb}, {size_in} bytes in, {size_out} out", err=True)
+    if worst:
+        sys.exit(worst)
+
+
+def _explicit(ctx: click.Context, name: str):
+    """An option's value where the user gave it, else None (``compress -d`` keeps only those)."""
+    return ctx.params[name] if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE else None
+
+
+def _one_output(files: tuple[str, ...], output: str | None) -> None:
+    if output and len(files) > 1:
+        raise click.UsageError("-o names one output: give one input file, or use -c")
+
+
+_FILES = click.argument("files", nargs=-1, required=True, metavar="FILES...")
+_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary line.")
+_MODES = [
+    click.option("-d", "--decompress", "decompress_", is_flag=True, help="Decompress instead (as 'lmzip decompress')."),
+    click.option("-t", "--test", "test", is_flag=True, help="Test instead (as 'lmzip verify')."),
+    click.option("-l", "--list", "list_", is_flag=True, help="List instead (as 'lmzip info --list')."),
+]
+
+
+_decoder_options = _options(
+    click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
+                 help="Chunks decoded in parallel."),
+    click.option("--threads", type=click.IntRange(1), help="CPU threads [default: torch's]."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+)
+"""How the integer engine's decoder lays out its own work (float-engine files replay theirs)."""
 
 
 @main.command()
-@click.argument("file")
+@_FILES
 @click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True,
               help="Registry name, Hugging Face model directory, or .gguf file.")
-@click.option("-o", "--output", help="Output path (default FILE.lmz).")
-@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output.")
+@click.option("-o", "--output", help="Output path (default FILE.lmz; one input file only).")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (many files: one after another).")
 @click.option("-k", "--keep", is_flag=True, help="Keep the input (the default; for gzip habits).")
-@click.option("--rm", "remove", is_flag=True, help="Delete the input once the output is written.")
+@click.option("--rm", "remove", is_flag=True, help="Delete each input once its output is written.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("-d", "--decompress", "decompress_", is_flag=True, help="Decompress instead (as 'lmzip decompress').")
+@_options(*_MODES)
 @_coding_options
 @click.option("--engine", "engine_name", type=click.Choice(codec.ENGINES), default="int", show_default=True,
               help="int: exact integer arithmetic, files decode on any machine, batch size and thread count. "
@@ -176,37 +236,50 @@ def _coding_options(command):
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (the float engine records them).")
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def compress(file, model, output, to_stdout, keep, remove, force, decompress_, dtype, batch_size, chunk_tokens,
-             context, engine_name, device, threads, stats, paper_bpc, quiet) -> None:
-    """Compress FILE ('-' for stdin) into FILE.lmz."""
-    if decompress_:
-        _decompress(file, output, to_stdout, remove, force, None, quiet,
-                    {"batch_size": batch_size, "threads": threads, "device": device})
-        return
+@_QUIET
+@click.pass_context
+def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompress_, test, list_, dtype, batch_size,
+             chunk_tokens, context, engine_name, device, threads, stats, paper_bpc, quiet) -> None:
+    """Compress each FILE ('-' for stdin) into FILE.lmz.
 
-    def go() -> None:
+    As in gzip, -d decompresses, -t tests and -l lists instead; then -m, --batch-size, --threads
+    and --device apply to the decoder where given.
+    """
+    if decompress_ + test + list_ > 1:
+        raise click.UsageError("give at most one of -d, -t and -l")
+    decoding = {"model": _explicit(ctx, "model"), "batch_size": batch_size, "threads": threads, "device": device}
+    if decompress_:
+        return _decompress(files, output, to_stdout, remove, force, quiet, decoding)
+    if test:
+        return _verify(files, quiet, decoding)
+    if list_:
+        return _list(files)
+    _one_output(files, output)
+    lz = functools.cache(lambda: codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size,
+                                             chunk_tokens=chunk_tokens, context=context, threads=threads,
+                                             engine=engine_name))
+
+    def one(file: str) -> tuple[int, int]:
         dest = _target(file, output, to_stdout, compressing=True)
         if dest == "-" and sys.stdout.isatty() and not force:
             raise LmzipError("refusing to write compressed data to a terminal (use -o, or -f to force)")
         _check_free(dest, force)
         data = _read(file)
-        lz = codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-                         context=context, threads=threads, engine=engine_name)
-        with _Progress("compressing", quiet) as bar:
-            blob = lz.compress(data, progress=bar)
+        with _Progress(f"compressing {file}", quiet) as bar:
+            blob = lz().compress(data, progress=bar)
         _write(dest, blob, force)
         if stats:
-            float_lm = lz.lm if lz.lm.module is not None else codec._load(model, device, dtype, "float")
+            float_lm = lz().lm if lz().lm.module is not None else codec._load(model, device, dtype, "float")
             paper_bits = _paper_bits(float_lm, data) if paper_bpc else None
             if paper_bpc and paper_bits is None:
                 click.echo("lmzip: paper-method BPC: n/a (not UTF-8, or shorter than one 1901-token window)", err=True)
-            for line in _stats_lines(lz.last_stats, paper_bits):
+            for line in _stats_lines(lz().last_stats, paper_bits):
                 click.echo(f"lmzip: {line}", err=True)
         if remove and file != "-" and dest != "-":
             os.unlink(file)
+        return len(data), len(blob)
 
-    _run(go)
+    _each(files, one, "compressed", quiet)
 
 
 def _paper_bits(lm: models.LanguageModel, data: bytes) -> float | None:
@@ -220,98 +293,138 @@ def _paper_bits(lm: models.LanguageModel, data: bytes) -> float | None:
         return None
 
 
-def _decompress(file, output, to_stdout, remove, force, model, quiet, layout: dict) -> None:
-    def go() -> None:
+def _decoded(file: str, blob: bytes, quiet: bool, decoding: dict, label: str) -> bytes:
+    lz = codec.LMZip.for_file(blob, **decoding)  # loaded models are cached: once for many files
+    with _Progress(f"{label} {file}", quiet) as bar:
+        return lz.decompress(blob, progress=bar)
+
+
+def _decompress(files, output, to_stdout, remove, force, quiet, decoding: dict) -> None:
+    _one_output(files, output)
+
+    def one(file: str) -> tuple[int, int]:
         dest = _target(file, output, to_stdout, compressing=False)
         _check_free(dest, force)
         blob = _read(file)
-        lz = codec.LMZip.for_file(blob, model, **layout)
-        with _Progress("decompressing", quiet) as bar:
-            data = lz.decompress(blob, progress=bar)
+        data = _decoded(file, blob, quiet, decoding, "decompressing")
         _write(dest, data, force)
         if remove and file != "-" and dest != "-":
             os.unlink(file)
+        return len(blob), len(data)
 
-    _run(go)
+    _each(files, one, "decompressed", quiet)
 
 
-def _decoder_options(command):
-    """How the integer engine's decoder lays out its own work (float-engine files replay theirs)."""
-    for option in reversed([
-        click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
-                     help="Chunks decoded in parallel."),
-        click.option("--threads", type=click.IntRange(1), help="CPU threads [default: torch's]."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-    ]):
-        command = option(command)
-    return command
+def _verify(files, quiet, decoding: dict) -> None:
+    def one(file: str) -> tuple[int, int]:
+        blob = _read(file)
+        data = _decoded(file, blob, quiet, decoding, "verifying")
+        click.echo(f"{file}: OK")
+        return len(blob), len(data)
+
+    _each(files, one, "verified", quiet)
+
+
+def _list(files) -> None:
+    """One line a file, as ``gzip -l``: sizes, ratio, model, name; a total line for many."""
+    click.echo(f"{'compressed':>12} {'original':>12} {'bits/byte':>9}  {'model':14} name")
+    total = [0, 0]
+
+    def one(file: str) -> tuple[int, int]:
+        blob = _read(file)
+        archives = container.members(blob)
+        size = sum(a.header["original"]["size"] for a in archives)
+        names = sorted({a.header["model"]["name"] for a in archives})
+        click.echo(f"{len(blob):12} {size:12} {8 * len(blob) / max(size, 1):9.4f}  {','.join(names):14} {file}")
+        total[0], total[1] = total[0] + len(blob), total[1] + size
+        return len(blob), size
+
+    _each(files, one, "listed", quiet=True)
+    if len(files) > 1:
+        click.echo(f"{total[0]:12} {total[1]:12} {8 * total[0] / max(total[1], 1):9.4f}  {'':14} (totals)")
 
 
 @main.command()
-@click.argument("file")
-@click.option("-o", "--output", help="Output path (default: FILE without .lmz).")
+@_FILES
+@click.option("-o", "--output", help="Output path (default: FILE without .lmz; one input file only).")
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output.")
 @click.option("-k", "--keep", is_flag=True, help="Keep the input (the default).")
-@click.option("--rm", "remove", is_flag=True, help="Delete the input once the output is written.")
+@click.option("--rm", "remove", is_flag=True, help="Delete each input once its output is written.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("-t", "--test", "test", is_flag=True, help="Test instead (as 'lmzip verify').")
+@click.option("-l", "--list", "list_", is_flag=True, help="List instead (as 'lmzip info --list').")
 @click.option("-m", "--model", help="Use this model instead of the one the file names (it must be the same model).")
 @_decoder_options
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def decompress(file, output, to_stdout, keep, remove, force, model, batch_size, threads, device, quiet) -> None:
-    """Decompress FILE.lmz ('-' for stdin), checking every checksum."""
-    _decompress(file, output, to_stdout, remove, force, model, quiet,
-                {"batch_size": batch_size, "threads": threads, "device": device})
+@_QUIET
+def decompress(files, output, to_stdout, keep, remove, force, test, list_, model, batch_size, threads, device,
+               quiet) -> None:
+    """Decompress each FILE.lmz ('-' for stdin), checking every checksum.
+
+    Concatenated .lmz files decode as the concatenation of their contents, as gzip members do.
+    """
+    if test and list_:
+        raise click.UsageError("give at most one of -t and -l")
+    decoding = {"model": model, "batch_size": batch_size, "threads": threads, "device": device}
+    if test:
+        return _verify(files, quiet, decoding)
+    if list_:
+        return _list(files)
+    _decompress(files, output, to_stdout, remove, force, quiet, decoding)
 
 
 @main.command()
-@click.argument("file")
+@_FILES
 @click.option("-m", "--model", help="Use this model instead of the one the file names.")
 @_decoder_options
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def verify(file, model, batch_size, threads, device, quiet) -> None:
-    """Decode FILE.lmz in memory and check every checksum; writes nothing."""
-
-    def go() -> None:
-        blob = _read(file)
-        with _Progress("verifying", quiet) as bar:
-            lz = codec.LMZip.for_file(blob, model, batch_size=batch_size, threads=threads, device=device)
-            lz.decompress(blob, progress=bar)
-        click.echo(f"{file}: OK")
-
-    _run(go)
+@_QUIET
+def verify(files, model, batch_size, threads, device, quiet) -> None:
+    """Decode each FILE.lmz in memory and check every checksum; writes nothing."""
+    _verify(files, quiet, {"model": model, "batch_size": batch_size, "threads": threads, "device": device})
 
 
 @main.command()
-@click.argument("file")
-@click.option("--json", "as_json", is_flag=True, help="Print the header and chunk table as JSON.")
-def info(file, as_json) -> None:
-    """Show the model, coding parameters and sizes of FILE.lmz (no model needed)."""
+@_FILES
+@click.option("-l", "--list", "list_", is_flag=True, help="One line a file, as gzip -l.")
+@click.option("--json", "as_json", is_flag=True, help="Print each header and chunk table as JSON.")
+def info(files, list_, as_json) -> None:
+    """Show the model, coding parameters and sizes of each FILE.lmz (no model needed)."""
+    if list_:
+        return _list(files)
 
-    def go() -> None:
+    def one(file: str) -> tuple[int, int]:
         blob = _read(file)
-        archive = container.parse(blob)
-        h = archive.header
-        size, chars = h["original"]["size"], h["original"]["characters"]
+        archives = container.members(blob)
+        size = sum(a.header["original"]["size"] for a in archives)
         if as_json:
-            entries = [{"kind": e.kind.name, "tokens": e.tokens, "raw_size": e.raw_size,
-                        "payload_bits": e.payload_bits, "crc32": e.crc} for e in archive.entries]
-            click.echo(json.dumps({"header": h, "file_size": len(blob), "chunks": entries}, indent=2))
-            return
-        kinds = {k: sum(e.kind.name == k for e in archive.entries) for k in ("LM", "ZSTD", "STORED")}
-        lines = [
-            f"model        {h['model']['name']} (fingerprint {h['model']['fingerprint']})",
-            f"coding       {h['coding']}",
-            *([f"replay       {h['replay']}"] if "replay" in h else []),
-            f"original     {size} bytes, {chars} characters, sha256 {h['original']['sha256']}",
-            f"compressed   {len(blob)} bytes (container {archive.container_bytes})",
+            click.echo(json.dumps({"file": file, "file_size": len(blob), "members": [
+                {"header": a.header, "chunks": [{"kind": e.kind.name, "tokens": e.tokens, "raw_size": e.raw_size,
+                                                 "payload_bits": e.payload_bits, "crc32": e.crc} for e in a.entries]}
+                for a in archives]}, indent=2))
+            return len(blob), size
+        if len(files) > 1:
+            click.echo(f"file         {file}")
+        for a in archives:
+            h = a.header
+            kinds = {k: sum(e.kind.name == k for e in a.entries) for k in ("LM", "ZSTD", "STORED")}
+            click.echo("\n".join([
+                f"model        {h['model']['name']} (fingerprint {h['model']['fingerprint']})",
+                f"coding       {h['coding']}",
+                *([f"replay       {h['replay']}"] if "replay" in h else []),
+                f"original     {h['original']['size']} bytes, {h['original']['characters']} characters, "
+                f"sha256 {h['original']['sha256']}",
+                f"chunks       {len(a.entries)}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()),
+                f"tokens       {sum(e.tokens for e in a.entries)}",
+            ]))
+        chars = sum(a.header["original"]["characters"] for a in archives)
+        click.echo("\n".join([
+            *([f"members      {len(archives)} (concatenated files)"] if len(archives) > 1 else []),
+            f"compressed   {len(blob)} bytes (container {sum(a.container_bytes for a in archives)})",
             f"ratio        {size / max(len(blob), 1):.3f}; {8 * len(blob) / max(size, 1):.4f} bits per byte, "
             f"{8 * len(blob) / max(chars, 1):.4f} bits per character",
-            f"chunks       {len(archive.entries)}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()),
-            f"tokens       {sum(e.tokens for e in archive.entries)}",
-        ]
-        click.echo("\n".join(lines))
+        ]))
+        return len(blob), size
 
-    _run(go)
+    _each(files, one, "described", quiet=True)
 
 
 @main.command("models")

@@ -20,9 +20,9 @@ import zstandard
 
 from . import chunking, coder, container, engine, models, predictor
 from .chunking import Kind
-from .errors import ChecksumError, ModelError, ReplayError
+from .errors import ChecksumError, ModelError, NotLmzipError, ReplayError
 from .models import LanguageModel
-from .quantize import DEFAULT_PRECISION
+from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 
 # The defaults trade ratio against speed and memory, on this project's 2-core CPU. Memory caps
 # the KV cache at rows x context tokens (SmolLM2 in fp32: 46 KB a token): 48 x 512 kept a 5 MB
@@ -217,7 +217,7 @@ class LMZip:
         """A codec for ``blob``: its model (or ``model``) and engine; the decoder's own ``options``
         (``batch_size``, ``threads``, ``device``) for the integer engine, the file's for float replay."""
         header, _ = container.read_header(bytes(blob))
-        if header["coding"]["engine"] == predictor.ENGINE:
+        if _engine_of(header) == "int":
             return cls(model or header["model"]["name"], engine="int", **options)
         device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
         return cls(model or header["model"]["name"], device=device, dtype=header["coding"]["dtype"], engine="float")
@@ -225,10 +225,7 @@ class LMZip:
     def check(self, header: dict) -> None:
         """Raise unless this codec can decode a file with ``header``: same model, same engine, same coding."""
         coding = header["coding"]
-        name = {predictor.ENGINE: "int", engine.ENGINE: "float"}.get(coding["engine"])
-        if name is None:
-            raise ReplayError(f"file was made by engine '{coding['engine']}', which this lmzip does not run "
-                              f"(it runs {predictor.ENGINE} and {engine.ENGINE})")
+        name = _engine_of(header)
         if name != self.engine:
             raise ReplayError(f"file was made by the {name} engine, this codec runs the {self.engine} engine")
         want = header["model"]
@@ -237,7 +234,8 @@ class LMZip:
                 f"file was made with model '{want['name']}' (fingerprint {want['fingerprint']}), "
                 f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"
             )
-        if coding["coder"] != CODER or coding["start_token"] != self.lm.start_token:
+        if (coding["coder"] != CODER or coding["start_token"] != self.lm.start_token or coding["context"] < 2
+                or coding["chunk_tokens"] < 1 or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
             raise ReplayError(f"unsupported coding parameters: {coding}")
         if self.engine == "float":
             if coding["dtype"] != self.lm.dtype_name:
@@ -247,15 +245,28 @@ class LMZip:
     def decompress(self, blob: bytes, progress: Progress | None = None, only: set[int] | None = None) -> bytes:
         """Decode a .lmz file, checking every checksum; ``only`` restricts it to those chunk indices.
 
-        Decoding one chunk replays only its batch (at most ``batch_size`` chunks), not the file.
+        Concatenated files (members) decode as the concatenation of their contents; each member is
+        checked against this codec's model. Decoding one chunk replays only its batch (at most
+        ``batch_size`` chunks), not the file.
         """
-        archive = container.parse(bytes(blob))
+        archives = container.members(bytes(blob))
+        if only is not None and len(archives) > 1:
+            raise ValueError("only= selects chunks of a file of one member")
+        plans = [(archive, self._plan(archive, only)) for archive in archives]  # checks every member first
+        step = _per_step(progress, sum(a.entries[i].tokens for a, batches in plans for b in batches for i in b))
+        return b"".join(self._decode(archive, batches, step, only) for archive, batches in plans)
+
+    def _plan(self, archive: container.Archive, only: set[int] | None) -> list[list[int]]:
+        """The batches of ``archive``'s chunks to decode (those holding a chunk of ``only``), once
+        ``check`` has passed its header."""
         self.check(archive.header)
-        coding = archive.header["coding"]
         replay = archive.header.get("replay")  # float engine: replay the encoder's batches and threads
-        layout = _batches(archive.entries, coding["batch_size"] if replay else self.batch_size)
-        batches = [b for b in layout if only is None or only.intersection(b)]
-        step = _per_step(progress, sum(archive.entries[i].tokens for b in batches for i in b))
+        layout = _batches(archive.entries, archive.header["coding"]["batch_size"] if replay else self.batch_size)
+        return [b for b in layout if only is None or only.intersection(b)]
+
+    def _decode(self, archive: container.Archive, batches: list[list[int]], step: engine.Progress | None,
+                only: set[int] | None) -> bytes:
+        coding, replay = archive.header["coding"], archive.header.get("replay")
         out: list[bytes | None] = [None] * len(archive.entries)
         decode = self.lm.predictor().decode if replay is None else functools.partial(engine.decode_batch, self.lm)
         with engine.threads(replay["threads"] if replay else self.threads):
@@ -278,6 +289,18 @@ class LMZip:
         if only is None and hashlib.sha256(data).hexdigest() != archive.header["original"]["sha256"]:
             raise ChecksumError("decoded data failed the SHA-256 of the original")
         return data
+
+
+def _engine_of(header: dict) -> str:
+    """The engine (``int`` or ``float``) that decodes a file with this header."""
+    coding = header["coding"]
+    name = {predictor.ENGINE: "int", engine.ENGINE: "float"}.get(coding["engine"])
+    if name is None:
+        raise ReplayError(f"file was made by engine '{coding['engine']}', which this lmzip does not run "
+                          f"(it runs {predictor.ENGINE} and {engine.ENGINE})")
+    if name == "float" and "replay" not in header:
+        raise NotLmzipError("not an lmzip file: header field 'replay' is missing")
+    return name
 
 
 def _bits(chunk: chunking.Chunk) -> int:

@@ -181,24 +181,47 @@ class _Reader:
                 raise ChecksumError(f"damaged lmzip file: bad number in the {what}")
 
 
-def read_header(blob: bytes) -> tuple[dict, int]:
-    """The header dict and the offset of the chunk table; checks magic, version and header CRC."""
-    if not blob.startswith(MAGIC[: min(len(blob), len(MAGIC))]) or not blob:
+def read_header(blob: bytes, start: int = 0) -> tuple[dict, int]:
+    """The header dict of the member at ``start`` and the offset of its chunk table; checks magic,
+    version and header CRC."""
+    if not blob.startswith(MAGIC[: min(len(blob) - start, len(MAGIC))], start) or len(blob) <= start:
         raise NotLmzipError("not an lmzip file (bad magic)")
-    r = _Reader(blob, 0)
+    r = _Reader(blob, start)
     _, version, size = _FIXED.unpack(r.take(_FIXED.size, "header"))
     if version != VERSION:
         raise NotLmzipError(f"lmzip format version {version} is not supported (this build reads {VERSION})")
     body = r.take(size, "header")
     (crc,) = struct.unpack("<I", r.take(4, "header"))
-    if zlib.crc32(blob[: r.pos - 4]) != crc:
+    if zlib.crc32(blob[start : r.pos - 4]) != crc:
         raise ChecksumError("damaged lmzip file: header checksum mismatch")
     return check_header(unpack_header(body)), r.pos
 
 
 def parse(blob: bytes) -> Archive:
-    """Read a whole .lmz file; every structural check happens here, chunk CRCs at decode."""
-    header, pos = read_header(blob)
+    """Read a whole .lmz file of one member; every structural check happens here, chunk CRCs at decode."""
+    archive, end = _parse_at(blob, 0)
+    if end != len(blob):
+        raise ChecksumError(f"damaged lmzip file: {len(blob) - end} unexpected bytes after the last chunk")
+    return archive
+
+
+def members(blob: bytes) -> list[Archive]:
+    """Every member of ``blob``: .lmz files concatenated (``cat a.lmz b.lmz``) decode as the
+    concatenation of their contents, as gzip members do. Bytes after a member that do not start
+    another one are damage, never ignored."""
+    out, pos = [], 0
+    while True:
+        archive, pos = _parse_at(blob, pos)
+        out.append(archive)
+        if pos == len(blob):
+            return out
+        if not blob.startswith(MAGIC, pos):
+            raise ChecksumError(f"damaged lmzip file: {len(blob) - pos} unexpected bytes after the last chunk")
+
+
+def _parse_at(blob: bytes, start: int) -> tuple[Archive, int]:
+    """The member starting at ``start``, and where it ends."""
+    header, pos = read_header(blob, start)
     r = _Reader(blob, pos)
     entries = []
     for _ in range(r.varint("chunk table")):
@@ -206,6 +229,8 @@ def parse(blob: bytes) -> Archive:
         (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
         if kind not in Kind._value2member_map_:
             raise ChecksumError(f"damaged lmzip file: unknown chunk kind {kind}")
+        if kind == Kind.LM and tokens > raw_size:  # every token stands for at least one byte
+            raise ChecksumError(f"damaged lmzip file: a chunk of {raw_size} bytes with {tokens} tokens")
         if kind != Kind.LM and payload_bits % 8:
             raise ChecksumError(f"damaged lmzip file: a {Kind(kind).name} chunk of {payload_bits} bits")
         entries.append(Entry(Kind(kind), tokens, raw_size, payload_bits, crc))
@@ -214,8 +239,6 @@ def parse(blob: bytes) -> Archive:
         raise ChecksumError("damaged lmzip file: chunk table checksum mismatch")
     total = sum(e.payload_bits for e in entries)
     area = r.take(-(-total // 8), "payloads")
-    if r.pos != len(blob):
-        raise ChecksumError(f"damaged lmzip file: {len(blob) - r.pos} unexpected bytes after the last chunk")
     if total % 8 and area[-1] & ((1 << (8 - total % 8)) - 1):
         raise ChecksumError("damaged lmzip file: the padding after the last chunk is not zero")
     offsets = [0]
@@ -224,4 +247,4 @@ def parse(blob: bytes) -> Archive:
     payloads = [_unpack(area, offsets[i], e.payload_bits) for i, e in enumerate(entries)]
     if sum(e.raw_size for e in entries) != header["original"]["size"]:
         raise ChecksumError("damaged lmzip file: chunk sizes do not add up to the original size")
-    return Archive(header, entries, payloads)
+    return Archive(header, entries, payloads), r.pos

@@ -1,4 +1,5 @@
-"""The command line as a gzip user meets it: files, stdin/stdout, -o -c -k -f -d, errors and exit codes."""
+"""The command line as a gzip user meets it: files, stdin/stdout, -o -c -k -f -d -t -l, many files, errors and
+exit codes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from lmzip import container
 from lmzip.cli import main
-from lmzip.errors import ChecksumError, InputError, NotLmzipError, OutputExistsError
+from lmzip.errors import (EXIT_CODES, ChecksumError, InputError, ModelError, NotLmzipError, OutputExistsError,
+                          ReplayError, TruncatedError)
 
 TEXT = "Le cœur a ses raisons que la raison ne connaît point.\n".encode() * 30
 
@@ -22,7 +25,7 @@ def run(tiny_model_dir):
     def invoke(*args, stdin: bytes | None = None):
         args = [str(a) for a in args]
         if args[0] == "compress":
-            args += ["-m", str(tiny_model_dir), "--chunk-tokens", "64", "--batch-size", "4"]
+            args[1:1] = ["-m", str(tiny_model_dir), "--chunk-tokens", "64", "--batch-size", "4"]
         return runner.invoke(main, args, input=stdin, catch_exceptions=False)
 
     return invoke
@@ -134,3 +137,125 @@ def test_bench_compares_with_classical_compressors(tiny_model_dir, tmp_path):
     import gzip
 
     assert int(gz["compressed"]) == len(gzip.compress(TEXT, 9, mtime=0))
+
+
+# -- many files, -t, -l, --, and every exit code (gzip and zstd habits) ----------------------------
+
+@pytest.fixture
+def three(tmp_path):
+    paths = []
+    for i, name in enumerate(("a.txt", "b.txt", "-dash.txt")):
+        (tmp_path / name).write_bytes(TEXT[i * 100 :])
+        paths.append(tmp_path / name)
+    return paths
+
+
+def test_many_files_each_get_their_own_output_and_a_summary(run, three, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("compress", "--", "a.txt", "b.txt", "-dash.txt")  # '--' before a name that begins with a dash
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 files compressed" in result.stderr
+    for p in three:
+        p.rename(p.with_suffix(".orig"))
+    assert run("decompress", "--", "a.txt.lmz", "b.txt.lmz", "-dash.txt.lmz").exit_code == 0
+    for i, p in enumerate(three):
+        assert p.read_bytes() == TEXT[i * 100 :]
+
+
+def test_many_files_one_failure_names_its_file_and_others_go_on(run, three, tmp_path):
+    result = run("compress", three[0], tmp_path / "missing.txt", three[1])
+    assert result.exit_code == InputError.exit_code
+    assert f"{tmp_path / 'missing.txt'}: no such file" in result.stderr
+    assert (tmp_path / "a.txt.lmz").exists() and (tmp_path / "b.txt.lmz").exists()
+    assert "2 of 3 files compressed" in result.stderr
+
+
+def test_exit_code_is_the_worst_of_the_files(run, three, tmp_path):
+    run("compress", three[0])
+    (tmp_path / "b.txt.lmz").write_bytes(b"not lmzip at all")
+    result = run("decompress", "-c", tmp_path / "nope.lmz", tmp_path / "b.txt.lmz", tmp_path / "a.txt.lmz")
+    assert result.exit_code == NotLmzipError.exit_code  # 4 beats 1
+    assert result.stdout_bytes == TEXT  # the good file still decoded
+
+
+def test_test_and_list_on_many_files(run, three, tmp_path):
+    run("compress", three[0], three[1])
+    lmz = [tmp_path / "a.txt.lmz", tmp_path / "b.txt.lmz"]
+    for args in (("verify", *lmz), ("decompress", "-t", *lmz), ("compress", "-t", *lmz)):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.count(": OK") == 2
+    for args in (("info", "-l", *lmz), ("decompress", "-l", *lmz), ("compress", "-l", *lmz)):
+        out = run(*args).stdout.splitlines()
+        assert len(out) == 4 and "(totals)" in out[-1]  # heading, two files, totals
+        sizes = [int(line.split()[1]) for line in out[1:3]]
+        assert sizes == [len(TEXT), len(TEXT) - 100]
+        assert int(out[-1].split()[1]) == sum(sizes)
+
+
+def test_quiet_silences_the_summary(run, three):
+    result = run("compress", three[0], three[1], "-q")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_d_flag_takes_the_decoder_options(run, src, tmp_path, golden_model_dir):
+    run("compress", src)
+    lmz = tmp_path / "note.txt.lmz"
+    out = CliRunner().invoke(main, ["compress", "-d", "-c", str(lmz), "--batch-size", "1"])
+    assert out.exit_code == 0 and out.stdout_bytes == TEXT
+    wrong = CliRunner().invoke(main, ["compress", "-d", "-c", str(lmz), "-m", str(golden_model_dir)])
+    assert wrong.exit_code == ModelError.exit_code  # -m was used, not dropped: it names another model
+    assert "fingerprint" in wrong.stderr
+
+
+def test_usage_errors_exit_2(run, three, tmp_path):
+    assert run("compress", three[0], three[1], "-o", tmp_path / "x.lmz").exit_code == 2
+    assert run("compress", "-d", "-t", three[0]).exit_code == 2
+    assert not (tmp_path / "x.lmz").exists()
+
+
+def test_concatenated_files_decode_as_their_concatenation(run, three, tmp_path):
+    packed = run("compress", "-c", three[0], three[1])
+    assert packed.exit_code == 0
+    both = tmp_path / "both.lmz"
+    both.write_bytes(packed.stdout_bytes)
+    assert run("decompress", "-c", both).stdout_bytes == TEXT + TEXT[100:]
+    assert "members      2" in run("info", both).stdout
+    extra = tmp_path / "extra.lmz"
+    extra.write_bytes(packed.stdout_bytes + b"\0garbage")
+    result = run("decompress", "-c", extra)
+    assert result.exit_code == ChecksumError.exit_code and result.stdout_bytes == b""
+    assert "unexpected bytes" in result.stderr
+
+
+def _rewritten(blob: bytes, edit) -> bytes:
+    """``blob`` with its header edited by ``edit`` and every checksum made sound again."""
+    archive = container.parse(blob)
+    edit(archive.header)
+    return archive.to_bytes()
+
+
+def test_every_exit_code(run, src, tmp_path):
+    """Each code of FORMAT.md's table, from the CLI: 1 input, 2 usage, 3 exists, 4 not lmzip,
+    5 truncated, 6 checksum, 7 model, 8 cannot run the file's engine."""
+    run("compress", src)
+    blob = (tmp_path / "note.txt.lmz").read_bytes()
+    cases = {
+        InputError.exit_code: ("decompress", "-c", tmp_path / "absent.lmz"),
+        OutputExistsError.exit_code: ("compress", src),
+        NotLmzipError.exit_code: b"PK\x03\x04 a zip file",
+        TruncatedError.exit_code: blob[: len(blob) // 2],
+        ChecksumError.exit_code: blob[:-1] + bytes([blob[-1] ^ 0x10]),
+        ModelError.exit_code: _rewritten(blob, lambda h: h["model"].update(fingerprint="0" * 16)),
+        ReplayError.exit_code: _rewritten(blob, lambda h: h["coding"].update(engine="int/99")),
+    }
+    assert sorted(cases) == sorted(EXIT_CODES)
+    for code, case in cases.items():
+        if isinstance(case, bytes):
+            path = tmp_path / f"case{code}.lmz"
+            path.write_bytes(case)
+            case = ("decompress", "-c", path)
+        result = run(*case)
+        assert result.exit_code == code, (code, result.output)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("lmzip: ")  # one line
+    assert run("compress", "--no-such-option", src).exit_code == 2

@@ -1,0 +1,133 @@
+"""Ways to damage a .lmz file, shared by the fuzz test (``test_fuzz.py``), ``bench/fuzz.py`` and
+``bench/corruption.py``.
+
+A damage is a list of operations, each a tuple a strategy or a seeded generator can draw, and
+``apply`` is a pure function of the blob and that list, so a finding replays from its ops alone.
+The property every caller checks: decoding a damaged file gives the original bytes or raises
+one of lmzip's named errors, never other bytes and never another exception.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import zlib
+
+from lmzip import container
+
+OPS = ("flip", "byte", "truncate", "insert", "delete", "header", "table")
+JSON_VALUES = (0, 1, -1, 2, 31, 2**31, 2**64, -(2**63), 1.5, "", "x", "int/1", None, True, [], {}, "0" * 16)
+
+
+def apply(blob: bytes, ops: list[tuple]) -> bytes:
+    """``blob`` after each operation in turn: ``("flip", pos, bit)``, ``("byte", pos, value)``,
+    ``("truncate", pos)``, ``("insert", pos, data)``, ``("delete", pos, n)``, ``("header", path, value)``
+    (a header field set, every checksum made sound again) and ``("table", index, field, value)`` (a
+    chunk-table number set, its checksum made sound). Positions wrap around the current length."""
+    out = bytearray(blob)
+    for op in ops:
+        kind, n = op[0], max(len(out), 1)
+        if kind == "flip":
+            out[op[1] % n] ^= 1 << op[2] if out else 0
+        elif kind == "byte" and out:
+            out[op[1] % n] = op[2]
+        elif kind == "truncate":
+            del out[op[1] % n :]
+        elif kind == "insert":
+            out[op[1] % n : op[1] % n] = op[2]
+        elif kind == "delete":
+            del out[op[1] % n : op[1] % n + op[2]]
+        elif kind == "header":
+            out = bytearray(_resigned_header(bytes(out), op[1], op[2]))
+        elif kind == "table":
+            out = bytearray(_resigned_table(bytes(out), op[1], op[2], op[3]))
+    return bytes(out)
+
+
+def _resigned_header(blob: bytes, path: tuple[str, ...], value) -> bytes:
+    try:
+        header, table_at = container.read_header(blob)
+    except Exception:  # noqa: BLE001
+        return blob
+    obj = header
+    for key in path[:-1]:
+        obj = obj.setdefault(key, {}) if isinstance(obj.get(key, {}), dict) else {}
+    if value is _MISSING:
+        obj.pop(path[-1], None)
+    else:
+        obj[path[-1]] = value
+    body = container.pack_header(header)
+    head = struct.pack("<8sHI", container.MAGIC, container.VERSION, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head)) + blob[table_at:]
+
+
+def _resigned_table(blob: bytes, index: int, field: int, value: int) -> bytes:
+    try:
+        archive = container.parse(blob)
+    except Exception:  # noqa: BLE001
+        return blob
+    if not archive.entries:
+        return blob
+    e = archive.entries[index % len(archive.entries)]
+    name = ("kind", "tokens", "raw_size", "payload_bits", "crc")[field % 5]
+    value = abs(value)
+    setattr(e, name, value if name != "kind" else value % 4 if value % 4 in (1, 2, 3) else e.kind)
+    try:
+        return archive.to_bytes()
+    except (ValueError, OverflowError, struct.error):
+        return blob
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+_MISSING = _Missing()
+HEADER_PATHS = [(a, b) for a, fields in container.SCHEMA.items() for b in fields] + [("model",), ("coding",)]
+
+
+def random_ops(rng: random.Random, blob_size: int, count: int) -> list[tuple]:
+    """``count`` operations drawn from ``rng``, positions within ``blob_size``."""
+    ops = []
+    for _ in range(count):
+        kind = rng.choice(OPS)
+        pos = rng.randrange(max(blob_size, 1))
+        if kind == "flip":
+            ops.append((kind, pos, rng.randrange(8)))
+        elif kind == "byte":
+            ops.append((kind, pos, rng.randrange(256)))
+        elif kind == "truncate":
+            ops.append((kind, pos))
+        elif kind == "insert":
+            ops.append((kind, pos, rng.randbytes(rng.choice((1, 2, 8, 64)))))
+        elif kind == "delete":
+            ops.append((kind, pos, rng.choice((1, 2, 8, 64))))
+        elif kind == "header":
+            ops.append((kind, rng.choice(HEADER_PATHS), rng.choice(JSON_VALUES + (_MISSING,))))
+        else:
+            ops.append((kind, rng.randrange(64), rng.randrange(5), rng.choice((0, 1, 7, 8, 255, 2**20, 2**40))))
+    return ops
+
+
+def describe(ops: list[tuple]) -> str:
+    return json.dumps([[repr(x) if isinstance(x, (bytes, _Missing)) else x for x in op] for op in ops])
+
+
+def outcome(decode, original: bytes) -> str:
+    """What decoding a damaged file did: ``original`` (the damage changed nothing that matters),
+    the name of the lmzip error raised, ``WRONG OUTPUT``, or ``CRASH <exception type>``."""
+    from lmzip import LmzipError
+
+    try:
+        out = decode()
+    except LmzipError as exc:
+        return type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - what the campaign counts
+        return f"CRASH {type(exc).__name__}: {exc}"[:200]
+    return "original" if out == original else "WRONG OUTPUT"
+
+
+def is_finding(result: str) -> bool:
+    return result.startswith(("CRASH", "WRONG"))
