@@ -273,22 +273,24 @@ class LMZip:
             for batch in batches:
                 rows = decode([archive.payloads[i] for i in batch], [archive.entries[i].tokens for i in batch],
                               coding["context"], coding["precision"], step)
-                for i, ids in zip(batch, rows):
-                    out[i] = chunking.decode(self.lm.tokenizer, ids).encode("utf-8", errors="surrogatepass")
+                for i, ids in zip(batch, rows):  # checked batch by batch: damage stops the decoder early
+                    out[i] = _checked(i, archive.entries[i], chunking.decode(self.lm.tokenizer, ids).encode(
+                        "utf-8", errors="surrogatepass"))
         for i, (entry, payload) in enumerate(zip(archive.entries, archive.payloads)):
-            if only is not None and i not in only:
-                continue
-            if entry.kind == Kind.ZSTD:
-                out[i] = _unzstd(payload, entry.raw_size, i)
-            elif entry.kind == Kind.STORED:
-                out[i] = payload
-            if len(out[i]) != entry.raw_size or zlib.crc32(out[i]) != entry.crc:
-                raise ChecksumError(f"chunk {i} failed its checksum: the file is damaged or was not decoded "
-                                    "as it was encoded")
+            if (only is None or i in only) and entry.kind != Kind.LM:
+                out[i] = _checked(i, entry, _unzstd(payload, entry.raw_size, i) if entry.kind == Kind.ZSTD else payload)
         data = b"".join(out[i] for i in range(len(out)) if only is None or i in only)
         if only is None and hashlib.sha256(data).hexdigest() != archive.header["original"]["sha256"]:
             raise ChecksumError("decoded data failed the SHA-256 of the original")
         return data
+
+
+def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:
+    """A chunk's decoded bytes, once they match its size and CRC in the table."""
+    if len(data) != entry.raw_size or zlib.crc32(data) != entry.crc:
+        raise ChecksumError(f"chunk {index} failed its checksum: the file is damaged or was not decoded "
+                            "as it was encoded")
+    return data
 
 
 def _engine_of(header: dict) -> str:

@@ -72,6 +72,8 @@ def _resigned_table(blob: bytes, index: int, field: int, value: int) -> bytes:
     e = archive.entries[index % len(archive.entries)]
     name = ("kind", "tokens", "raw_size", "payload_bits", "crc")[field % 5]
     value = abs(value)
+    if name == "payload_bits":  # past the payload's own bits, the re-packing would only allocate
+        value %= 8 * len(archive.payloads[index % len(archive.entries)]) + 1
     setattr(e, name, value if name != "kind" else value % 4 if value % 4 in (1, 2, 3) else e.kind)
     try:
         return archive.to_bytes()
