@@ -28,8 +28,8 @@ def apply(blob: bytes, ops: list[tuple]) -> bytes:
     out = bytearray(blob)
     for op in ops:
         kind, n = op[0], max(len(out), 1)
-        if kind == "flip":
-            out[op[1] % n] ^= 1 << op[2] if out else 0
+        if kind == "flip" and out:
+            out[op[1] % n] ^= 1 << op[2]
         elif kind == "byte" and out:
             out[op[1] % n] = op[2]
         elif kind == "truncate":
