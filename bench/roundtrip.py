@@ -39,7 +39,7 @@ def measure(codec: lmzip.LMZip, path, max_bytes: int | None = None) -> dict:
     return {
         "file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "bytes": len(data),
         "characters": s.characters, "tokens": s.tokens, "chunks": s.lm_chunks + s.fallback_chunks,
-        "chunk_tokens": lmzip.container.read_header(blob)[0]["coding"]["chunk_tokens"],
+        "chunk_tokens": max((e.tokens for e in lmzip.container.parse(blob).entries), default=0),
         "lmz_bytes": len(blob), "bits_per_byte": round(s.bits_per_byte, 4), "bits_per_char": round(s.bits_per_char, 4),
         "ce_bits": round(s.ce_bits), "ideal_bits": round(s.ideal_bits), "payload_bits": s.payload_bits,
         "payload_over_ideal_pct": round(100 * (s.payload_bits / s.ideal_bits - 1), 4),

@@ -78,6 +78,20 @@ def fallback(raw: bytes) -> list[Chunk]:
     return chunks
 
 
+def frame_end(data: bytes | bytearray, limit: int) -> int:
+    """Where a frame of at most ``limit`` bytes that starts ``data`` (longer than ``limit``) ends:
+    after the last newline in the second half of its reach, else at the last place that splits
+    no UTF-8 character. So frames cut text where a chunk boundary costs least, and the
+    characters of the frames add up to the characters of the whole."""
+    newline = data.rfind(b"\n", limit // 2, limit)
+    if newline >= 0:
+        return newline + 1
+    for end in range(limit, limit - 4, -1):
+        if not 0x80 <= data[end] <= 0xBF:  # not a continuation byte: a character starts here
+            return end
+    return limit
+
+
 def chunk_length(total_tokens: int, rows: int) -> int:
     """The chunk length when none is given: as few chunks as fill one batch of ``rows``.
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
 import json
 import os
 import sys
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -54,14 +58,52 @@ def _check_free(dest: str, force: bool) -> None:
         raise OutputExistsError(f"{dest} already exists; use -f to overwrite")
 
 
-def _write(dest: str, data: bytes, force: bool) -> None:
-    """Write to a temporary file beside ``dest`` and rename it into place, so no partial file is left."""
+@contextlib.contextmanager
+def _input(path: str) -> Iterator[BinaryIO]:
+    """The input file, opened for streaming ('-': stdin), with errors named as ``_read`` names them."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    with f:
+        yield f
+
+
+@contextlib.contextmanager
+def _output(dest: str, force: bool) -> Iterator[BinaryIO]:
+    """Where a result is written: stdout, or a temporary file beside ``dest`` renamed into place
+    once it is complete, so no partial file is ever left."""
     if dest == "-":
-        sys.stdout.buffer.write(data)
+        yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     _check_free(dest, force)
-    codec.write_atomic(dest, data)
+    with codec.atomic_output(dest) as f:
+        yield f
+
+
+def _write(dest: str, data: bytes, force: bool) -> None:
+    with _output(dest, force) as out:
+        out.write(data)
+
+
+class _Counted:
+    """A stream that counts the bytes read through it (stdin has no size to ask)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.count = stream, 0
+
+    def read(self, n: int = -1) -> bytes:
+        out = self.stream.read(n)
+        self.count += len(out)
+        return out
 
 
 class _Progress:
@@ -71,11 +113,13 @@ class _Progress:
         self.label, self.enabled, self.bar = label, not quiet and sys.stderr.isatty(), None
 
     def __call__(self, advance: int, total: int) -> None:
+        """``total``: the tokens known so far; it grows as a stream's frames arrive."""
         if not self.enabled:
             return
         if self.bar is None:
             self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True)
             self.bar.__enter__()
+        self.bar.length = max(self.bar.length, total)
         self.bar.update(advance)
 
     def __enter__(self) -> _Progress:
@@ -264,20 +308,20 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
         if dest == "-" and sys.stdout.isatty() and not force:
             raise LmzipError("refusing to write compressed data to a terminal (use -o, or -f to force)")
         _check_free(dest, force)
-        data = _read(file)
-        with _Progress(f"compressing {file}", quiet) as bar:
-            blob = lz().compress(data, progress=bar)
-        _write(dest, blob, force)
+        data = _read(file) if paper_bpc else None  # the paper's method needs the whole text
+        with (_input(file) if data is None else contextlib.nullcontext(io.BytesIO(data))) as src, \
+                _output(dest, force) as out, _Progress(f"compressing {file}", quiet) as bar:
+            s = lz().compress_stream(src, out, progress=bar)
         if stats:
             float_lm = lz().lm if lz().lm.module is not None else codec._load(model, device, dtype, "float")
             paper_bits = _paper_bits(float_lm, data) if paper_bpc else None
             if paper_bpc and paper_bits is None:
                 click.echo("lmzip: paper-method BPC: n/a (not UTF-8, or shorter than one 1901-token window)", err=True)
-            for line in _stats_lines(lz().last_stats, paper_bits):
+            for line in _stats_lines(s, paper_bits):
                 click.echo(f"lmzip: {line}", err=True)
         if remove and file != "-" and dest != "-":
             os.unlink(file)
-        return len(data), len(blob)
+        return s.input_bytes, s.output_bytes
 
     _each(files, one, "compressed", quiet)
 
@@ -293,10 +337,16 @@ def _paper_bits(lm: models.LanguageModel, data: bytes) -> float | None:
         return None
 
 
-def _decoded(file: str, blob: bytes, quiet: bool, decoding: dict, label: str) -> bytes:
-    lz = codec.LMZip.for_file(blob, **decoding)  # loaded models are cached: once for many files
-    with _Progress(f"{label} {file}", quiet) as bar:
-        return lz.decompress(blob, progress=bar)
+def _decoded(file: str, out: BinaryIO | None, quiet: bool, decoding: dict, label: str) -> tuple[int, int]:
+    """Decode ``file`` frame by frame into ``out`` (None: only check it); its bytes in and out."""
+    with _input(file) as f, _Progress(f"{label} {file}", quiet) as bar:
+        src = _Counted(f)
+        size = 0
+        for piece in codec.iter_decompress(src, progress=bar, **decoding):  # models are cached across files
+            size += len(piece)
+            if out is not None:
+                out.write(piece)
+        return src.count, size
 
 
 def _decompress(files, output, to_stdout, remove, force, quiet, decoding: dict) -> None:
@@ -305,22 +355,20 @@ def _decompress(files, output, to_stdout, remove, force, quiet, decoding: dict) 
     def one(file: str) -> tuple[int, int]:
         dest = _target(file, output, to_stdout, compressing=False)
         _check_free(dest, force)
-        blob = _read(file)
-        data = _decoded(file, blob, quiet, decoding, "decompressing")
-        _write(dest, data, force)
+        with _output(dest, force) as out:
+            done = _decoded(file, out, quiet, decoding, "decompressing")
         if remove and file != "-" and dest != "-":
             os.unlink(file)
-        return len(blob), len(data)
+        return done
 
     _each(files, one, "decompressed", quiet)
 
 
 def _verify(files, quiet, decoding: dict) -> None:
     def one(file: str) -> tuple[int, int]:
-        blob = _read(file)
-        data = _decoded(file, blob, quiet, decoding, "verifying")
+        done = _decoded(file, None, quiet, decoding, "verifying")
         click.echo(f"{file}: OK")
-        return len(blob), len(data)
+        return done
 
     _each(files, one, "verified", quiet)
 
@@ -333,7 +381,7 @@ def _list(files) -> None:
     def one(file: str) -> tuple[int, int]:
         blob = _read(file)
         archives = container.members(blob)
-        size = sum(a.header["original"]["size"] for a in archives)
+        size = sum(a.footer.size for a in archives)
         names = sorted({a.header["model"]["name"] for a in archives})
         click.echo(f"{len(blob):12} {size:12} {8 * len(blob) / max(size, 1):9.4f}  {','.join(names):14} {file}")
         total[0], total[1] = total[0] + len(blob), total[1] + size
@@ -394,10 +442,10 @@ def info(files, list_, as_json) -> None:
     def one(file: str) -> tuple[int, int]:
         blob = _read(file)
         archives = container.members(blob)
-        size = sum(a.header["original"]["size"] for a in archives)
+        size = sum(a.footer.size for a in archives)
         if as_json:
             click.echo(json.dumps({"file": file, "file_size": len(blob), "members": [
-                {"header": a.header, "chunks": [{"kind": e.kind.name, "tokens": e.tokens, "raw_size": e.raw_size,
+                {"header": a.header, "original": asdict(a.footer), "frames": len(a.frames), "chunks": [{"kind": e.kind.name, "tokens": e.tokens, "raw_size": e.raw_size,
                                                  "payload_bits": e.payload_bits, "crc32": e.crc} for e in a.entries]}
                 for a in archives]}, indent=2))
             return len(blob), size
@@ -410,12 +458,11 @@ def info(files, list_, as_json) -> None:
                 f"model        {h['model']['name']} (fingerprint {h['model']['fingerprint']})",
                 f"coding       {h['coding']}",
                 *([f"replay       {h['replay']}"] if "replay" in h else []),
-                f"original     {h['original']['size']} bytes, {h['original']['characters']} characters, "
-                f"sha256 {h['original']['sha256']}",
-                f"chunks       {len(a.entries)}: " + ", ".join(f"{v} {k}" for k, v in kinds.items()),
+                f"original     {a.footer.size} bytes, {a.footer.characters} characters, sha256 {a.footer.sha256}",
+                f"chunks       {len(a.entries)} in {len(a.frames)} frames: " + ", ".join(f"{v} {k}" for k, v in kinds.items()),
                 f"tokens       {sum(e.tokens for e in a.entries)}",
             ]))
-        chars = sum(a.header["original"]["characters"] for a in archives)
+        chars = sum(a.footer.characters for a in archives)
         click.echo("\n".join([
             *([f"members      {len(archives)} (concatenated files)"] if len(archives) > 1 else []),
             f"compressed   {len(blob)} bytes (container {sum(a.container_bytes for a in archives)})",

@@ -8,12 +8,14 @@ import ctypes
 import functools
 import hashlib
 import io
+import itertools
 import os
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 
 import torch
 import zstandard
@@ -161,51 +163,32 @@ class LMZip:
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
         """Compress ``data`` into a complete .lmz file."""
-        began = time.perf_counter()
-        chunks, chunk_tokens = chunking.split(bytes(data), self.lm.tokenizer, self.chunk_tokens, self.batch_size)
-        _release_free_heap()
-        step = _per_step(progress, sum(len(c.tokens or ()) for c in chunks))
-        ce = ideal = 0.0
-        with engine.threads(self.threads):
-            env = engine.environment(self.lm) if self.engine == "float" else None
-            for batch in _batches(chunks, self.batch_size):
-                rows = [chunks[i].tokens for i in batch]
-                if self.engine == "int":
-                    done = self.lm.predictor().encode(rows, self.context, self.precision, step)
-                else:
-                    done = engine.encode_batch(self.lm, rows, self.context, self.precision, step)
-                ce += float(done.ce_bits.sum())
-                for i, payload in zip(batch, done.payloads):
-                    chunks[i].payload = payload
-                ideal += float(done.ideal_bits.sum())
-        archive = container.Archive(self._header(data, env, chunk_tokens), [
-            container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
-            for c in chunks
-        ], [c.payload for c in chunks])
-        blob = archive.to_bytes()
-        lm_chunks = [c for c in chunks if c.kind == Kind.LM]
-        self.last_stats = Stats(
-            input_bytes=len(data), output_bytes=len(blob),
-            characters=characters(data),
-            tokens=sum(len(c.tokens) for c in lm_chunks), lm_chunks=len(lm_chunks),
-            fallback_chunks=len(chunks) - len(lm_chunks), ce_bits=ce, ideal_bits=ideal,
-            payload_bits=sum(_bits(c) for c in lm_chunks),
-            fallback_bytes=sum(len(c.payload) for c in chunks if c.kind != Kind.LM),
-            container_bytes=archive.container_bytes, seconds=time.perf_counter() - began,
-        )
-        return blob
+        out = io.BytesIO()
+        with self.writer(out, progress) as w:
+            w.write(data)
+        return out.getvalue()
+
+    def compress_stream(self, src: BinaryIO, dst: BinaryIO, progress: Progress | None = None) -> Stats:
+        """Compress all of ``src`` into ``dst``, a frame at a time: memory stays that of one frame."""
+        with self.writer(dst, progress) as w:
+            while block := src.read(container.FRAME_BYTES):
+                w.write(block)
+        return self.last_stats
+
+    def writer(self, dst: BinaryIO, progress: Progress | None = None) -> Encoder:
+        """A writable file object that compresses into ``dst``; ``close`` writes the last frame and
+        the footer (and leaves ``dst`` open)."""
+        return Encoder(self, dst, progress)
 
     def _fingerprint(self) -> str:
         return self.lm.integer_fingerprint if self.engine == "int" else self.lm.fingerprint
 
-    def _header(self, data: bytes, env: dict | None, chunk_tokens: int) -> dict:
+    def _header(self, env: dict | None) -> dict:
         coding = {"engine": predictor.ENGINE if self.engine == "int" else engine.ENGINE, "coder": CODER,
-                  "precision": self.precision, "chunk_tokens": chunk_tokens, "context": self.context,
-                  "start_token": self.lm.start_token}
+                  "precision": self.precision, "context": self.context, "start_token": self.lm.start_token}
         header = {
             "model": {"name": self.lm.name, "fingerprint": self._fingerprint(), "vocab": self.lm.vocab_size},
             "coding": coding,
-            "original": {"size": len(data), "characters": characters(data), "sha256": hashlib.sha256(data).hexdigest()},
         }
         if env is not None:  # the float engine: what the decoder must replay
             coding.update(batch_size=self.batch_size, dtype=self.lm.dtype_name)
@@ -213,10 +196,10 @@ class LMZip:
         return header
 
     @classmethod
-    def for_file(cls, blob: bytes, model: str | None = None, **options) -> LMZip:
-        """A codec for ``blob``: its model (or ``model``) and engine; the decoder's own ``options``
-        (``batch_size``, ``threads``, ``device``) for the integer engine, the file's for float replay."""
-        header, _ = container.read_header(bytes(blob))
+    def for_header(cls, header: dict, model: str | None = None, **options) -> LMZip:
+        """A codec for files with ``header``: its model (or ``model``) and engine; the decoder's own
+        ``options`` (``batch_size``, ``threads``, ``device``) for the integer engine, the file's for
+        float replay."""
         if _engine_of(header) == "int":
             return cls(model or header["model"]["name"], engine="int", **options)
         device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
@@ -235,7 +218,7 @@ class LMZip:
                 f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"
             )
         if (coding["coder"] != CODER or coding["start_token"] != self.lm.start_token or coding["context"] < 2
-                or coding["chunk_tokens"] < 1 or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
+                or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
             raise ReplayError(f"unsupported coding parameters: {coding}")
         if self.engine == "float":
             if coding["dtype"] != self.lm.dtype_name:
@@ -243,46 +226,141 @@ class LMZip:
             engine.check_environment(header["replay"], self.lm)
 
     def decompress(self, blob: bytes, progress: Progress | None = None, only: set[int] | None = None) -> bytes:
-        """Decode a .lmz file, checking every checksum; ``only`` restricts it to those chunk indices.
+        """Decode a .lmz file, checking every checksum; ``only`` restricts it to those chunk indices
+        (counted through every frame and member), and decodes only their batches."""
+        return b"".join(self.iter_decompress(io.BytesIO(blob), progress, only))
+
+    def iter_decompress(self, src: BinaryIO, progress: Progress | None = None,
+                        only: set[int] | None = None) -> Iterator[bytes]:
+        """Each frame's bytes in turn, once its chunks pass their checksums, from a .lmz stream.
 
         Concatenated files (members) decode as the concatenation of their contents; each member is
-        checked against this codec's model. Decoding one chunk replays only its batch (at most
-        ``batch_size`` chunks), not the file.
+        checked against this codec's model before it decodes. A damaged frame raises once the
+        frames before it are out; a member's SHA-256 is checked after its last frame.
         """
-        archives = container.members(bytes(blob))
-        if only is not None and len(archives) > 1:
-            raise ValueError("only= selects chunks of a file of one member")
-        plans = [(archive, self._plan(archive, only)) for archive in archives]  # checks every member first
-        step = _per_step(progress, sum(a.entries[i].tokens for a, batches in plans for b in batches for i in b))
-        return b"".join(self._decode(archive, batches, step, only) for archive, batches in plans)
+        return self._members(container.read_members(src), progress, only)
 
-    def _plan(self, archive: container.Archive, only: set[int] | None) -> list[list[int]]:
-        """The batches of ``archive``'s chunks to decode (those holding a chunk of ``only``), once
-        ``check`` has passed its header."""
-        self.check(archive.header)
-        replay = archive.header.get("replay")  # float engine: replay the encoder's batches and threads
-        layout = _batches(archive.entries, archive.header["coding"]["batch_size"] if replay else self.batch_size)
-        return [b for b in layout if only is None or only.intersection(b)]
+    def _members(self, members: Iterator[container.Member], progress: Progress | None,
+                 only: set[int] | None) -> Iterator[bytes]:
+        first, total = 0, 0  # the first chunk index of the frame, tokens of the frames seen
+        step = None if progress is None else (lambda n: progress(n, total))
+        for member in members:
+            self.check(member.header)
+            sha = hashlib.sha256()
+            for frame in member.frames():
+                total += sum(e.tokens for e in frame.entries)
+                local = None if only is None else {i - first for i in only if 0 <= i - first < len(frame.entries)}
+                data = self._decode(member.header, frame, first, local, step)
+                first += len(frame.entries)
+                sha.update(data)
+                yield data
+            if only is None and sha.hexdigest() != member.footer.sha256:
+                raise ChecksumError("decoded data failed the SHA-256 of the original")
 
-    def _decode(self, archive: container.Archive, batches: list[list[int]], step: engine.Progress | None,
-                only: set[int] | None) -> bytes:
-        coding, replay = archive.header["coding"], archive.header.get("replay")
-        out: list[bytes | None] = [None] * len(archive.entries)
+    def _decode(self, header: dict, frame: container.Frame, first: int, only: set[int] | None,
+                step: engine.Progress | None) -> bytes:
+        """A frame's restored bytes (only of the chunks in ``only``, frame-local indices, if given),
+        checked chunk by chunk; ``first`` is the index of its first chunk in the file."""
+        coding, replay = header["coding"], header.get("replay")
+        layout = _batches(frame.entries, coding["batch_size"] if replay else self.batch_size)
+        out: dict[int, bytes] = {}
         decode = self.lm.predictor().decode if replay is None else functools.partial(engine.decode_batch, self.lm)
         with engine.threads(replay["threads"] if replay else self.threads):
-            for batch in batches:
-                rows = decode([archive.payloads[i] for i in batch], [archive.entries[i].tokens for i in batch],
+            for batch in layout:
+                if only is not None and not only.intersection(batch):
+                    continue
+                rows = decode([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch],
                               coding["context"], coding["precision"], step)
                 for i, ids in zip(batch, rows):  # checked batch by batch: damage stops the decoder early
-                    out[i] = _checked(i, archive.entries[i], chunking.decode(self.lm.tokenizer, ids).encode(
+                    out[i] = _checked(first + i, frame.entries[i], chunking.decode(self.lm.tokenizer, ids).encode(
                         "utf-8", errors="surrogatepass"))
-        for i, (entry, payload) in enumerate(zip(archive.entries, archive.payloads)):
+        for i, (entry, payload) in enumerate(zip(frame.entries, frame.payloads)):
             if (only is None or i in only) and entry.kind != Kind.LM:
-                out[i] = _checked(i, entry, _unzstd(payload, entry.raw_size, i) if entry.kind == Kind.ZSTD else payload)
-        data = b"".join(out[i] for i in range(len(out)) if only is None or i in only)
-        if only is None and hashlib.sha256(data).hexdigest() != archive.header["original"]["sha256"]:
-            raise ChecksumError("decoded data failed the SHA-256 of the original")
-        return data
+                raw = _unzstd(payload, entry.raw_size, first + i) if entry.kind == Kind.ZSTD else payload
+                out[i] = _checked(first + i, entry, raw)
+        return b"".join(out[i] for i in range(len(frame.entries)) if only is None or i in only)
+
+
+class Encoder(io.BufferedIOBase):
+    """Compresses what is written to it into ``dst``, one frame at a time: the header at once, a
+    frame whenever more than ``FRAME_BYTES`` are waiting, the last frame and the footer at close.
+
+    Where a frame ends depends only on the input bytes (``chunking.frame_end``), never on how
+    they were written, so a stream and a whole buffer give the same file.
+    """
+
+    def __init__(self, lz: LMZip, dst: BinaryIO, progress: Progress | None = None) -> None:
+        super().__init__()
+        self.lz, self.dst, self.progress = lz, dst, progress
+        self.waiting, self.sha, self.tokens_seen = bytearray(), hashlib.sha256(), 0
+        self.began = time.perf_counter()
+        self.env = engine.environment(lz.lm) if lz.engine == "float" else None
+        self.stats = Stats(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)
+        self._out(container.head_bytes(lz._header(self.env)), container_part=True)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.closed:
+            raise ValueError("write to a closed lmzip writer")
+        self.waiting += data
+        while len(self.waiting) > container.FRAME_BYTES:
+            end = chunking.frame_end(self.waiting, container.FRAME_BYTES)
+            self._frame(bytes(self.waiting[:end]))
+            del self.waiting[:end]
+        return memoryview(data).nbytes
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.waiting:
+                self._frame(bytes(self.waiting))
+            s = self.stats
+            self._out(container.Footer(s.input_bytes, s.characters, self.sha.hexdigest()).to_bytes(), True)
+            s.seconds = time.perf_counter() - self.began
+            self.lz.last_stats = s
+        finally:
+            self.waiting = bytearray()
+            super().close()
+
+    def _out(self, part: bytes, container_part: bool = False) -> None:
+        self.dst.write(part)
+        self.stats.output_bytes += len(part)
+        self.stats.container_bytes += len(part) if container_part else 0
+
+    def _frame(self, data: bytes) -> None:
+        lz, s = self.lz, self.stats
+        chunks, _ = chunking.split(data, lz.lm.tokenizer, lz.chunk_tokens, lz.batch_size)
+        _release_free_heap()
+        self.tokens_seen += sum(len(c.tokens or ()) for c in chunks)
+        step = None if self.progress is None else (lambda n: self.progress(n, self.tokens_seen))
+        with engine.threads(lz.threads):
+            for batch in _batches(chunks, lz.batch_size):
+                rows = [chunks[i].tokens for i in batch]
+                if lz.engine == "int":
+                    done = lz.lm.predictor().encode(rows, lz.context, lz.precision, step)
+                else:
+                    done = engine.encode_batch(lz.lm, rows, lz.context, lz.precision, step)
+                for i, payload in zip(batch, done.payloads):
+                    chunks[i].payload = payload
+                s.ce_bits += float(done.ce_bits.sum())
+                s.ideal_bits += float(done.ideal_bits.sum())
+        frame = container.Frame([container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
+                                 for c in chunks], [c.payload for c in chunks])
+        lm = [c for c in chunks if c.kind == Kind.LM]
+        self.sha.update(data)
+        s.input_bytes += len(data)
+        s.characters += characters(data)
+        s.tokens += sum(len(c.tokens) for c in lm)
+        s.lm_chunks += len(lm)
+        s.fallback_chunks += len(chunks) - len(lm)
+        s.payload_bits += sum(_bits(c) for c in lm)
+        s.fallback_bytes += sum(len(c.payload) for c in chunks if c.kind != Kind.LM)
+        table = frame.table_bytes()
+        self._out(table, container_part=True)
+        self._out(frame.to_bytes()[len(table):])
 
 
 def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:
@@ -325,16 +403,28 @@ def compress(data: bytes, model: str = models.DEFAULT_MODEL, **options) -> bytes
 def decompress(blob: bytes, model: str | None = None, **options) -> bytes:
     """Decompress a .lmz file with the model it names (or ``model``, a path to the same model);
     ``options`` (``batch_size``, ``threads``, ``device``) lay out the integer engine's decoding."""
-    return LMZip.for_file(blob, model, **options).decompress(blob)
+    return b"".join(iter_decompress(io.BytesIO(blob), model, **options))
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place: never a partial file."""
+def iter_decompress(src: BinaryIO, model: str | None = None, progress: Progress | None = None,
+                    **options) -> Iterator[bytes]:
+    """Each frame's bytes in turn from a .lmz stream, with the model its first member names (or
+    ``model``); ``options`` as for ``decompress``."""
+    members = container.read_members(src)
+    first = next(members)
+    lz = LMZip.for_header(first.header, model, **options)
+    return lz._members(itertools.chain([first], members), progress, None)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A file to write ``path`` through: a temporary file beside it, renamed into place once the
+    block succeeds and removed if it fails, so no partial file is ever left at ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -342,23 +432,62 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-class _Writer(io.BytesIO):
-    def __init__(self, path, model: str, options: dict) -> None:
-        super().__init__()
-        self._path, self._model, self._options = path, model, options
+class _Decoded(io.RawIOBase):
+    """A readable file over the pieces ``iter_decompress`` yields."""
+
+    def __init__(self, pieces: Iterator[bytes], closing: BinaryIO) -> None:
+        self.pieces, self.closing, self.held = pieces, closing, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.held:
+            piece = next(self.pieces, None)
+            if piece is None:
+                return 0
+            self.held = memoryview(piece)
+        n = min(len(buffer), len(self.held))
+        buffer[:n] = self.held[:n]
+        self.held = self.held[n:]
+        return n
 
     def close(self) -> None:
         if not self.closed:
-            write_atomic(self._path, compress(self.getvalue(), self._model, **self._options))
+            self.closing.close()
         super().close()
 
 
-def open(path, mode: str = "rb", model: str = models.DEFAULT_MODEL, **options) -> io.BytesIO:
-    """Like ``gzip.open`` for binary modes: 'rb' returns the decoded bytes as a file object; 'wb'
-    buffers what is written and compresses it into ``path`` on close."""
+class _Writing(Encoder):
+    """``open(path, 'wb')``: an Encoder into a temporary file, renamed to ``path`` on close."""
+
+    def __init__(self, path, lz: LMZip) -> None:
+        self._output = atomic_output(path)
+        super().__init__(lz, self._output.__enter__())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            super().close()
+        except BaseException as exc:
+            self._output.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._output.__exit__(None, None, None)
+
+
+def open(path: str | os.PathLike, mode: str = "rb", model: str = models.DEFAULT_MODEL,
+         **options) -> io.BufferedIOBase:
+    """Like ``gzip.open`` for binary modes, streaming: 'rb' decodes a frame at a time as it is
+    read; 'wb' compresses each frame as enough is written, and renames the finished file into
+    place on close."""
     if mode in ("r", "rb"):
-        with builtins.open(path, "rb") as f:
-            return io.BytesIO(decompress(f.read()))
+        f = builtins.open(path, "rb")
+        try:
+            return io.BufferedReader(_Decoded(iter_decompress(f, **options), f))
+        except BaseException:
+            f.close()
+            raise
     if mode in ("w", "wb"):
-        return _Writer(path, model, options)
+        return _Writing(path, LMZip(model, **options))
     raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")

@@ -1,49 +1,58 @@
-"""The .lmz container, format version 4 (specified in docs/FORMAT.md).
+"""The .lmz container, format version 5 (specified in docs/FORMAT.md).
 
     magic (8) | version u16 | header length u32 | header | CRC32 of all before (u32)
-    chunk table: varint count, then per chunk varint kind, tokens, raw length, payload length
-                 in bits, and the CRC32 of the chunk's original bytes (u32) | CRC32 of the table (u32)
-    payloads, concatenated bit by bit (most significant first), zero-padded to a whole byte;
-    the padding bits must be zero, so that no bit of the file goes unchecked
+    frames, each: varint chunk count (at least 1) | per chunk varint kind, tokens, raw length,
+                  payload length in bits, and the CRC32 of the chunk's original bytes (u32) |
+                  CRC32 of the table (u32) | payloads, concatenated bit by bit (most significant
+                  first), zero-padded to a whole byte
+    footer: varint 0 | varint size | varint characters | SHA-256 (32) | CRC32 of the footer (u32)
+
+Frames, as zstd's blocks and xz's, let both ends stream: the encoder writes each frame once it
+is coded, the decoder hands out each frame's bytes once its checksums pass, and neither holds
+more than a frame. The header says only what is known before the input is read (the model, its
+fingerprint and the coding); the footer holds the input's size and SHA-256.
 
 Payloads are measured in bits because a range-coded chunk ends at its last 1 bit (the decoder
-reads zeros after it): packing to the bit saves about 3.5 bits a chunk over byte alignment.
+reads zeros after it): packing to the bit saves about 3.5 bits a chunk over byte alignment. The
+padding bits must be zero, so that no bit of the file goes unchecked.
 
 The header is JSON, raw-deflated against a fixed preset dictionary (``HEADER_DICTIONARY``,
-which is part of the format): about 100 bytes instead of 430. It makes a file self-describing:
-the model's name and fingerprint, the engine and every coding parameter (and, for the float
-engine only, the environment the decoder must replay), and the original size and SHA-256.
-``check_header`` holds the one schema every reader relies on.
+which is part of the format): about 90 bytes instead of 300. ``check_header`` holds the one
+schema every reader relies on.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = 4
+VERSION = 5
+FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
 _FIXED = struct.Struct("<8sHI")
+_READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
 HEADER_DICTIONARY = (
     b'"replay":{"cpu_capability":"AVX2","AVX512","device":"cpu","cuda","device_name":"NVIDIA ",'
     b'"engine":"lockstep-window-kv/4","threads":2,"torch":"2.13.0+cpu","transformers":"5.24.0"}}'
     b'"batch_size":48,"dtype":"float32","bfloat16",'
-    b'{"coding":{"chunk_tokens":2048,"coder":"range64","context":512,"engine":"int/1",'
+    b'{"coding":{"coder":"range64","context":512,"engine":"int/1",'
     b'"precision":30,"start_token":1},"model":{"fingerprint":"","name":"smollm2-135m","gemma3-270m",'
-    b'"vocab":49152},"original":{"characters":,"sha256":"","size":}}'
+    b'"vocab":49152}}'
 )
 
 # The header's schema: every reader may rely on these fields and types. ``replay`` (and
 # ``coding.batch_size``, ``coding.dtype``) appear in float-engine files only.
 SCHEMA = {
     "model": {"name": str, "fingerprint": str, "vocab": int},
-    "coding": {"engine": str, "coder": str, "precision": int, "chunk_tokens": int, "context": int, "start_token": int},
-    "original": {"size": int, "characters": int, "sha256": str},
+    "coding": {"engine": str, "coder": str, "precision": int, "context": int, "start_token": int},
 }
 FLOAT_SCHEMA = {"coding": {"batch_size": int, "dtype": str}, "replay": {"threads": int, "device": str}}
 
@@ -83,9 +92,16 @@ def unpack_header(packed: bytes) -> dict:
         raise ChecksumError(f"damaged lmzip file: unreadable header ({exc})") from None
 
 
+def head_bytes(header: dict) -> bytes:
+    """What a member starts with: magic, version, the packed header and its CRC."""
+    body = pack_header(header)
+    head = _FIXED.pack(MAGIC, VERSION, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
 @dataclass
 class Entry:
-    """One chunk in the table."""
+    """One chunk in a frame's table."""
 
     kind: Kind
     tokens: int
@@ -95,22 +111,17 @@ class Entry:
 
 
 @dataclass
-class Archive:
-    header: dict
+class Frame:
+    """Chunks coded together, with their table; ``payloads[i]`` holds at least ``entries[i].payload_bits``."""
+
     entries: list[Entry]
-    payloads: list[bytes] = field(default_factory=list)
+    payloads: list[bytes]
 
     @property
-    def container_bytes(self) -> int:
-        """Bytes spent on everything but the payloads."""
-        return len(self._head()) + len(self._table())
+    def raw_size(self) -> int:
+        return sum(e.raw_size for e in self.entries)
 
-    def _head(self) -> bytes:
-        body = pack_header(self.header)
-        head = _FIXED.pack(MAGIC, VERSION, len(body)) + body
-        return head + struct.pack("<I", zlib.crc32(head))
-
-    def _table(self) -> bytes:
+    def table_bytes(self) -> bytes:
         table = bytearray(_varint(len(self.entries)))
         for e in self.entries:
             for v in (int(e.kind), e.tokens, e.raw_size, e.payload_bits):
@@ -119,7 +130,46 @@ class Archive:
         return bytes(table) + struct.pack("<I", zlib.crc32(table))
 
     def to_bytes(self) -> bytes:
-        return self._head() + self._table() + _pack(self.payloads, [e.payload_bits for e in self.entries])
+        return self.table_bytes() + _pack(self.payloads, [e.payload_bits for e in self.entries])
+
+
+@dataclass
+class Footer:
+    """The whole input of a member: its size in bytes and in characters, and its SHA-256 (hex)."""
+
+    size: int
+    characters: int
+    sha256: str
+
+    def to_bytes(self) -> bytes:
+        body = _varint(0) + _varint(self.size) + _varint(self.characters) + bytes.fromhex(self.sha256)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+
+@dataclass
+class Archive:
+    """One member read whole: header, frames and footer (``lmzip info``, tests)."""
+
+    header: dict
+    frames: list[Frame]
+    footer: Footer
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for f in self.frames for e in f.entries]
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [p for f in self.frames for p in f.payloads]
+
+    @property
+    def container_bytes(self) -> int:
+        """Bytes spent on everything but the payloads."""
+        return (len(head_bytes(self.header)) + sum(len(f.table_bytes()) for f in self.frames)
+                + len(self.footer.to_bytes()))
+
+    def to_bytes(self) -> bytes:
+        return head_bytes(self.header) + b"".join(f.to_bytes() for f in self.frames) + self.footer.to_bytes()
 
 
 def _pack(payloads: list[bytes], bits: list[int]) -> bytes:
@@ -158,15 +208,24 @@ def _varint(v: int) -> bytes:
             return bytes(out)
 
 
-class _Reader:
-    def __init__(self, blob: bytes, pos: int) -> None:
-        self.blob, self.pos = blob, pos
+class _Source:
+    """Exact reads from a binary stream: never past what is asked for, so a reader of one
+    member leaves the stream at the next; ``record`` collects what a checksum covers."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.record = stream, None
 
     def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.blob):
-            raise TruncatedError(f"truncated lmzip file: it ends inside the {what}")
-        out = self.blob[self.pos : self.pos + n]
-        self.pos += n
+        parts, left = [], n
+        while left:
+            part = self.stream.read(min(left, _READ_BLOCK))
+            if not part:
+                raise TruncatedError(f"truncated lmzip file: it ends inside the {what}")
+            parts.append(part)
+            left -= len(part)
+        out = b"".join(parts)
+        if self.record is not None:
+            self.record += out
         return out
 
     def varint(self, what: str) -> int:
@@ -180,53 +239,59 @@ class _Reader:
             if shift > 63:
                 raise ChecksumError(f"damaged lmzip file: bad number in the {what}")
 
+    def crc(self, what: str) -> None:
+        """Read a CRC32 and check it against what was recorded since ``record`` was set."""
+        covered, self.record = bytes(self.record), None
+        (crc,) = struct.unpack("<I", self.take(4, what))
+        if zlib.crc32(covered) != crc:
+            raise ChecksumError(f"damaged lmzip file: {what} checksum mismatch")
 
-def read_header(blob: bytes, start: int = 0) -> tuple[dict, int]:
-    """The header dict of the member at ``start`` and the offset of its chunk table; checks magic,
+
+def read_header(stream: BinaryIO) -> dict:
+    """The header of the member the stream is at, leaving it at the first frame; checks magic,
     version and header CRC."""
-    if not blob.startswith(MAGIC[: min(len(blob) - start, len(MAGIC))], start) or len(blob) <= start:
+    src = _Source(stream)
+    start = stream.read(len(MAGIC))
+    if not start or not MAGIC.startswith(start[: len(MAGIC)]):
         raise NotLmzipError("not an lmzip file (bad magic)")
-    r = _Reader(blob, start)
-    _, version, size = _FIXED.unpack(r.take(_FIXED.size, "header"))
+    src.record = bytearray(start)
+    if len(start) < len(MAGIC):
+        src.take(len(MAGIC) - len(start), "header")
+    version, size = struct.unpack("<HI", src.take(6, "header"))
     if version != VERSION:
         raise NotLmzipError(f"lmzip format version {version} is not supported (this build reads {VERSION})")
-    body = r.take(size, "header")
-    (crc,) = struct.unpack("<I", r.take(4, "header"))
-    if zlib.crc32(blob[start : r.pos - 4]) != crc:
-        raise ChecksumError("damaged lmzip file: header checksum mismatch")
-    return check_header(unpack_header(body)), r.pos
+    body = src.take(size, "header")
+    src.crc("header")
+    return check_header(unpack_header(body))
 
 
-def parse(blob: bytes) -> Archive:
-    """Read a whole .lmz file of one member; every structural check happens here, chunk CRCs at decode."""
-    archive, end = _parse_at(blob, 0)
-    if end != len(blob):
-        raise ChecksumError(f"damaged lmzip file: {len(blob) - end} unexpected bytes after the last chunk")
-    return archive
+class Member:
+    """One member being read from a stream: its header, then ``frames()`` one at a time, then
+    ``footer`` (set once the frames are exhausted and their sizes add up to it)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.header = read_header(stream)
+        self.footer: Footer | None = None
+        self._src = _Source(stream)
+
+    def frames(self) -> Iterator[Frame]:
+        src, size = self._src, 0
+        while True:
+            src.record = bytearray()
+            count = src.varint("chunk table")
+            if count == 0:
+                self.footer = _read_footer(src, size)
+                return
+            frame = _read_frame(src, count)
+            size += frame.raw_size
+            yield frame
 
 
-def members(blob: bytes) -> list[Archive]:
-    """Every member of ``blob``: .lmz files concatenated (``cat a.lmz b.lmz``) decode as the
-    concatenation of their contents, as gzip members do. Bytes after a member that do not start
-    another one are damage, never ignored."""
-    out, pos = [], 0
-    while True:
-        archive, pos = _parse_at(blob, pos)
-        out.append(archive)
-        if pos == len(blob):
-            return out
-        if not blob.startswith(MAGIC, pos):
-            raise ChecksumError(f"damaged lmzip file: {len(blob) - pos} unexpected bytes after the last chunk")
-
-
-def _parse_at(blob: bytes, start: int) -> tuple[Archive, int]:
-    """The member starting at ``start``, and where it ends."""
-    header, pos = read_header(blob, start)
-    r = _Reader(blob, pos)
+def _read_frame(src: _Source, count: int) -> Frame:
     entries = []
-    for _ in range(r.varint("chunk table")):
-        kind, tokens, raw_size, payload_bits = (r.varint("chunk table") for _ in range(4))
-        (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
+    for _ in range(count):
+        kind, tokens, raw_size, payload_bits = (src.varint("chunk table") for _ in range(4))
+        (crc,) = struct.unpack("<I", src.take(4, "chunk table"))
         if kind not in Kind._value2member_map_:
             raise ChecksumError(f"damaged lmzip file: unknown chunk kind {kind}")
         if kind == Kind.LM and tokens > raw_size:  # every token stands for at least one byte
@@ -234,17 +299,71 @@ def _parse_at(blob: bytes, start: int) -> tuple[Archive, int]:
         if kind != Kind.LM and payload_bits % 8:
             raise ChecksumError(f"damaged lmzip file: a {Kind(kind).name} chunk of {payload_bits} bits")
         entries.append(Entry(Kind(kind), tokens, raw_size, payload_bits, crc))
-    (crc,) = struct.unpack("<I", r.take(4, "chunk table"))
-    if zlib.crc32(blob[pos : r.pos - 4]) != crc:
-        raise ChecksumError("damaged lmzip file: chunk table checksum mismatch")
+        if sum(e.raw_size for e in entries) > FRAME_BYTES:  # bounds a decoder's work and memory a frame
+            raise ChecksumError(f"damaged lmzip file: a frame of more than {FRAME_BYTES} bytes")
+    src.crc("chunk table")
     total = sum(e.payload_bits for e in entries)
-    area = r.take(-(-total // 8), "payloads")
+    area = src.take(-(-total // 8), "payloads")
     if total % 8 and area[-1] & ((1 << (8 - total % 8)) - 1):
-        raise ChecksumError("damaged lmzip file: the padding after the last chunk is not zero")
+        raise ChecksumError("damaged lmzip file: the padding after a frame's last chunk is not zero")
     offsets = [0]
     for e in entries:
         offsets.append(offsets[-1] + e.payload_bits)
-    payloads = [_unpack(area, offsets[i], e.payload_bits) for i, e in enumerate(entries)]
-    if sum(e.raw_size for e in entries) != header["original"]["size"]:
-        raise ChecksumError("damaged lmzip file: chunk sizes do not add up to the original size")
-    return Archive(header, entries, payloads), r.pos
+    return Frame(entries, [_unpack(area, offsets[i], e.payload_bits) for i, e in enumerate(entries)])
+
+
+def _read_footer(src: _Source, size: int) -> Footer:
+    footer = Footer(src.varint("footer"), src.varint("footer"), src.take(32, "footer").hex())
+    src.crc("footer")
+    if footer.size != size:
+        raise ChecksumError("damaged lmzip file: the frames' sizes do not add up to the original size")
+    return footer
+
+
+def read_members(stream: BinaryIO) -> Iterator[Member]:
+    """Every member of ``stream``, each to be read to its footer before the next: .lmz files
+    concatenated (``cat a.lmz b.lmz``) decode as the concatenation of their contents, as gzip
+    members do. Bytes after a member that do not start another one are damage, never ignored."""
+    member = Member(stream)
+    while True:
+        yield member
+        if member.footer is None:
+            raise RuntimeError("a member's frames must be read before the next member")
+        rest = stream.read(len(MAGIC))
+        if not rest:
+            return
+        if not MAGIC.startswith(rest) or len(rest) < len(MAGIC):
+            raise ChecksumError("damaged lmzip file: unexpected bytes after the last member")
+        member = Member(_Prefixed(rest, stream))
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix``, then ``stream``: a member whose magic was read to see that it is one."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self.prefix, self.stream = prefix, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.prefix:
+            out, self.prefix = self.prefix[:n], self.prefix[n:]
+            return out
+        return self.stream.read(n)
+
+
+def members(blob: bytes) -> list[Archive]:
+    """Every member of ``blob``, read whole; every structural check happens here, chunk CRCs and
+    the SHA-256 at decode."""
+    out = []
+    for member in read_members(io.BytesIO(blob)):
+        frames = list(member.frames())
+        out.append(Archive(member.header, frames, member.footer))
+    return out
+
+
+def parse(blob: bytes) -> Archive:
+    """A .lmz file of one member, read whole."""
+    found = members(blob)
+    if len(found) > 1:
+        raise ChecksumError("damaged lmzip file: unexpected bytes after the last member")
+    return found[0]
+

@@ -9,6 +9,7 @@ one of lmzip's named errors, never other bytes and never another exception.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import struct
@@ -16,7 +17,8 @@ import zlib
 
 from lmzip import container
 
-OPS = ("flip", "byte", "truncate", "insert", "delete", "header", "table")
+OPS = ("flip", "byte", "truncate", "insert", "delete", "header", "table", "footer")
+NUMBERS = (0, 1, 7, 8, 255, 2**20, 2**40)  # what a table or footer field is set to
 JSON_VALUES = (0, 1, -1, 2, 31, 2**31, 2**64, -(2**63), 1.5, "", "x", "int/1", None, True, [], {}, "0" * 16)
 
 
@@ -24,7 +26,8 @@ def apply(blob: bytes, ops: list[tuple]) -> bytes:
     """``blob`` after each operation in turn: ``("flip", pos, bit)``, ``("byte", pos, value)``,
     ``("truncate", pos)``, ``("insert", pos, data)``, ``("delete", pos, n)``, ``("header", path, value)``
     (a header field set, every checksum made sound again) and ``("table", index, field, value)`` (a
-    chunk-table number set, its checksum made sound). Positions wrap around the current length."""
+    chunk-table number set, its checksum made sound) and ``("footer", field, value)`` (the footer's
+    size or characters set, its checksum made sound). Positions wrap around the current length."""
     out = bytearray(blob)
     for op in ops:
         kind, n = op[0], max(len(out), 1)
@@ -42,24 +45,41 @@ def apply(blob: bytes, ops: list[tuple]) -> bytes:
             out = bytearray(_resigned_header(bytes(out), op[1], op[2]))
         elif kind == "table":
             out = bytearray(_resigned_table(bytes(out), op[1], op[2], op[3]))
+        elif kind == "footer":
+            out = bytearray(_resigned_footer(bytes(out), op[1], op[2]))
     return bytes(out)
 
 
-def _resigned_header(blob: bytes, path: tuple[str, ...], value) -> bytes:
-    try:
-        header, table_at = container.read_header(blob)
-    except Exception:  # noqa: BLE001
-        return blob
-    obj = header
-    for key in path[:-1]:
-        obj = obj.setdefault(key, {}) if isinstance(obj.get(key, {}), dict) else {}
-    if value is _MISSING:
-        obj.pop(path[-1], None)
-    else:
-        obj[path[-1]] = value
+def header_end(blob: bytes) -> tuple[dict, int]:
+    """The header of ``blob``'s first member, and the offset where its first frame starts."""
+    stream = io.BytesIO(blob)
+    return container.read_header(stream), stream.tell()
+
+
+def reseal_header(blob: bytes, change) -> bytes:
+    """``blob`` with its header edited in place by ``change(header)`` and its CRC made sound again,
+    as a foreign encoder could write it."""
+    header, end = header_end(blob)
+    change(header)
     body = container.pack_header(header)
     head = struct.pack("<8sHI", container.MAGIC, container.VERSION, len(body)) + body
-    return head + struct.pack("<I", zlib.crc32(head)) + blob[table_at:]
+    return head + struct.pack("<I", zlib.crc32(head)) + blob[end:]
+
+
+def _resigned_header(blob: bytes, path: tuple[str, ...], value) -> bytes:
+    def change(header):
+        obj = header
+        for key in path[:-1]:
+            obj = obj.setdefault(key, {}) if isinstance(obj.get(key, {}), dict) else {}
+        if value is _MISSING:
+            obj.pop(path[-1], None)
+        else:
+            obj[path[-1]] = value
+
+    try:
+        return reseal_header(blob, change)
+    except Exception:  # noqa: BLE001 - a header too damaged to read is left as it is
+        return blob
 
 
 def _resigned_table(blob: bytes, index: int, field: int, value: int) -> bytes:
@@ -79,6 +99,15 @@ def _resigned_table(blob: bytes, index: int, field: int, value: int) -> bytes:
         return archive.to_bytes()
     except (ValueError, OverflowError, struct.error):
         return blob
+
+
+def _resigned_footer(blob: bytes, field: int, value: int) -> bytes:
+    try:
+        archive = container.parse(blob)
+    except Exception:  # noqa: BLE001
+        return blob
+    setattr(archive.footer, ("size", "characters")[field % 2], abs(value))
+    return archive.to_bytes()
 
 
 class _Missing:
@@ -108,8 +137,10 @@ def random_ops(rng: random.Random, blob_size: int, count: int) -> list[tuple]:
             ops.append((kind, pos, rng.choice((1, 2, 8, 64))))
         elif kind == "header":
             ops.append((kind, rng.choice(HEADER_PATHS), rng.choice(JSON_VALUES + (_MISSING,))))
+        elif kind == "table":
+            ops.append((kind, rng.randrange(64), rng.randrange(5), rng.choice(NUMBERS)))
         else:
-            ops.append((kind, rng.randrange(64), rng.randrange(5), rng.choice((0, 1, 7, 8, 255, 2**20, 2**40))))
+            ops.append((kind, rng.randrange(2), rng.choice(NUMBERS)))
     return ops
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import random
 import struct
-import zlib
 
 import pytest
 
+import damage
 from lmzip import (
     ChecksumError,
     LMZip,
@@ -42,23 +43,17 @@ def float_blob(float_codec):
     return float_codec.compress(TEXT)
 
 
-def rewrite_header(blob: bytes, change) -> bytes:
-    """Edit the JSON header and re-seal its CRC, as a foreign encoder could."""
-    header, table_at = container.read_header(blob)
-    change(header)
-    body = container.pack_header(header)
-    head = struct.pack("<8sHI", container.MAGIC, container.VERSION, len(body)) + body
-    return head + struct.pack("<I", zlib.crc32(head)) + blob[table_at:]
+rewrite_header = damage.reseal_header
 
 
 def test_intact_file_decodes(codec, blob):
     assert codec.decompress(blob) == TEXT
 
 
-@pytest.mark.parametrize("where", ["header", "table", "payload start", "payload middle", "last byte"])
+@pytest.mark.parametrize("where", ["header", "table", "payload start", "payload middle", "footer", "last byte"])
 def test_flipped_byte_is_caught(codec, blob, where):
-    _, table_at = container.read_header(blob)
-    pos = {"header": 20, "table": table_at + 2, "payload start": len(blob) - len(TEXT) // 3,
+    _, table_at = damage.header_end(blob)
+    pos = {"header": 20, "table": table_at + 2, "footer": len(blob) - 20, "payload start": len(blob) - len(TEXT) // 3,
            "payload middle": len(blob) - 200, "last byte": len(blob) - 1}[where]
     damaged = bytearray(blob)
     damaged[pos] ^= 0x10
@@ -68,20 +63,72 @@ def test_flipped_byte_is_caught(codec, blob, where):
 
 @pytest.mark.parametrize("bit", range(8))
 def test_every_bit_of_the_last_byte_is_checked(codec, blob, bit):
-    """The padding after the last payload is checked too: no flip anywhere decodes."""
+    """The footer's CRC covers its last byte: no flip anywhere decodes."""
     damaged = bytearray(blob)
     damaged[-1] ^= 1 << bit
     with pytest.raises(ChecksumError):
         codec.decompress(bytes(damaged))
 
 
+@pytest.mark.parametrize("bit", range(8))
+def test_every_padding_bit_is_checked(codec, blob, bit):
+    """The padding after a frame's last payload is checked: a flip there is caught, not ignored."""
+    footer_size = len(container.parse(blob).footer.to_bytes())
+    damaged = bytearray(blob)
+    damaged[-footer_size - 1] ^= 1 << bit
+    with pytest.raises(ChecksumError):
+        codec.decompress(bytes(damaged))
+
+
+@pytest.mark.parametrize("field", [0, 1])
+def test_resealed_footer_with_other_sizes_is_caught(codec, blob, field):
+    """A footer whose CRC is sound but whose size lies is caught by the frames' sizes; one whose
+    character count lies changes no byte of the output (it only informs bits per character)."""
+    archive = container.parse(blob)
+    lied = damage.apply(blob, [("footer", field, archive.footer.size + 1)])
+    if field == 0:
+        with pytest.raises(ChecksumError, match="add up"):
+            codec.decompress(lied)
+    else:
+        assert codec.decompress(lied) == TEXT and container.parse(lied).footer.characters == len(TEXT) + 1
+
+
+def test_frames_decode_one_at_a_time(codec, monkeypatch):
+    """An input longer than a frame is coded in several; each decodes on its own, in order."""
+    monkeypatch.setattr(container, "FRAME_BYTES", 300)
+    blob = codec.compress(TEXT)
+    archive = container.parse(blob)
+    assert len(archive.frames) == -(-len(TEXT) // 300) and all(f.raw_size <= 300 for f in archive.frames)
+    pieces = list(codec.iter_decompress(io.BytesIO(blob)))
+    assert [len(p) for p in pieces] == [f.raw_size for f in archive.frames] and b"".join(pieces) == TEXT
+
+
+def test_a_damaged_frame_stops_the_stream_after_the_good_ones(codec, monkeypatch):
+    monkeypatch.setattr(container, "FRAME_BYTES", 300)
+    blob = codec.compress(TEXT)
+    archive = container.parse(blob)
+    second = len(container.head_bytes(archive.header)) + len(archive.frames[0].to_bytes())
+    damaged = bytearray(blob)
+    damaged[second + len(archive.frames[1].table_bytes()) + 3] ^= 0x04  # the second frame's payload
+    pieces = codec.iter_decompress(io.BytesIO(bytes(damaged)))
+    assert next(pieces) == TEXT[: archive.frames[0].raw_size]
+    with pytest.raises(ChecksumError):
+        next(pieces)
+
+
+def test_a_frame_larger_than_the_format_allows_is_refused(codec, blob):
+    lied = damage.apply(blob, [("table", 0, 2, container.FRAME_BYTES + 1)])
+    with pytest.raises(ChecksumError, match="frame of more than"):
+        container.parse(lied)
+
+
 @pytest.mark.parametrize("change", [
-    lambda h: h.pop("original"),
+    lambda h: h.pop("coding"),
     lambda h: h["model"].pop("fingerprint"),
     lambda h: h["coding"].update(precision="30"),
     lambda h: h.update(model=[1, 2]),
-    lambda h: h["original"].update(size=True),
-], ids=["no original", "no fingerprint", "precision a string", "model a list", "size a bool"])
+    lambda h: h["coding"].update(context=True),
+], ids=["no coding", "no fingerprint", "precision a string", "model a list", "context a bool"])
 def test_sealed_header_with_bad_fields_is_not_lmzip(codec, blob, change):
     with pytest.raises(NotLmzipError, match="header field"):
         codec.decompress(rewrite_header(blob, change))

@@ -22,7 +22,7 @@ def cuda_lm(request, tiny_model_dir):
 
 def test_round_trip_on_cuda(cuda_lm):
     blob = LMZip(cuda_lm, engine="float", batch_size=5, chunk_tokens=48).compress(DATA)
-    header, _ = container.read_header(blob)
+    header = container.parse(blob).header
     assert header["replay"]["device"] == "cuda"
     assert header["coding"]["dtype"] == str(cuda_lm.dtype).removeprefix("torch.")
     assert LMZip(cuda_lm, engine="float").decompress(blob) == DATA  # a fresh codec, the caller's defaults

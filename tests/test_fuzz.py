@@ -31,6 +31,7 @@ op = st.one_of(
     st.tuples(st.just("header"), st.sampled_from(damage.HEADER_PATHS),
               st.sampled_from(damage.JSON_VALUES + (damage._MISSING,))),
     st.tuples(st.just("table"), st.integers(0, 63), st.integers(0, 4), st.integers(0, 2**40)),
+    st.tuples(st.just("footer"), st.integers(0, 1), st.integers(0, 2**40)),
 )
 fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -52,7 +53,8 @@ def test_parser_raises_only_named_errors(seed, ops):
     except LmzipError:
         return
     for a in archives:  # what parsed is self-consistent
-        assert sum(e.raw_size for e in a.entries) == a.header["original"]["size"]
+        assert sum(e.raw_size for e in a.entries) == a.footer.size
+        assert all(f.raw_size <= container.FRAME_BYTES for f in a.frames)
         assert all(len(p) * 8 >= e.payload_bits for p, e in zip(a.payloads, a.entries))
 
 

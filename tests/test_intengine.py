@@ -234,7 +234,7 @@ def test_a_file_made_under_one_cpu_class_decodes_under_another(tiny_model_dir, t
 def test_integer_engine_files_record_no_environment(tiny_lm):
     from lmzip import container
 
-    header, _ = container.read_header(LMZip(tiny_lm, chunk_tokens=40).compress(TEXT))
+    header = container.parse(LMZip(tiny_lm, chunk_tokens=40).compress(TEXT)).header
     assert "replay" not in header and header["coding"]["engine"] == predictor.ENGINE
     assert header["model"]["fingerprint"] == tiny_lm.integer_fingerprint != tiny_lm.fingerprint
 

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import torch
 
+import lmzip
 from lmzip import LMZip, engine
 
 TEXT = ("Determinism is the heart of correctness; the decoder replays the encoder. " * 25).encode()
@@ -78,11 +79,11 @@ def test_int8_files_round_trip_and_name_their_dtype(tiny_model_dir, tiny_lm):
     assert lm8.fingerprint == tiny_lm.fingerprint  # the same model, run another way
     codec8 = LMZip(lm8, engine="float", batch_size=3, chunk_tokens=48)
     blob = codec8.compress(TEXT)
-    header, _ = container.read_header(blob)
+    header = container.parse(blob).header
     assert header["coding"]["dtype"] == "int8"
     assert header["replay"]["quantized_engine"] == torch.backends.quantized.engine
     assert LMZip(lm8, engine="float").decompress(blob) == TEXT
-    assert LMZip.for_file(blob, str(tiny_model_dir)).decompress(blob) == TEXT  # int8 chosen from the file
+    assert lmzip.decompress(blob, str(tiny_model_dir)) == TEXT  # int8 chosen from the file
     with pytest.raises(ReplayError, match="int8"):
         LMZip(tiny_lm, engine="float").decompress(blob)
     codec32 = LMZip(tiny_lm, engine="float", batch_size=3, chunk_tokens=48)

@@ -70,7 +70,7 @@ def test_default_chunk_length_fills_one_batch(tiny_lm, monkeypatch):
     blob = codec.compress(text)
     archive = container.parse(blob)
     tokens = [e.tokens for e in archive.entries if e.kind == Kind.LM]
-    assert len(tokens) == 5 and max(tokens) <= archive.header["coding"]["chunk_tokens"] + 2
+    assert len(tokens) == 5 and max(tokens) <= chunking.chunk_length(sum(tokens), 5) + 2
     assert max(tokens) - min(tokens) < 0.1 * sum(tokens) / 5  # one full batch of even rows
     assert codec.decompress(blob) == text
 
