@@ -3,7 +3,7 @@
     python bench/fuzz.py [--minutes 30] [--workers 2]
 
 Each worker draws damages (``tests/damage.py``: bit flips, bytes set, truncations, insertions,
-deletions, header fields and chunk-table numbers rewritten with every checksum made sound) of
+deletions, header fields and chunk-table and footer numbers rewritten with every checksum made sound) of
 the committed seed corpus (tests/data), parses every damaged file, and decodes those of the
 tiny golden model with that model. Any outcome but the original bytes or a named lmzip error is
 a finding, printed with the operations that replay it. Writes benchmarks/fuzz.md.

@@ -199,7 +199,16 @@ class LMZip:
     def for_header(cls, header: dict, model: str | None = None, **options) -> LMZip:
         """A codec for files with ``header``: its model (or ``model``) and engine; the decoder's own
         ``options`` (``batch_size``, ``threads``, ``device``) for the integer engine, the file's for
-        float replay."""
+        float replay.
+
+        A file names its model, but only a bundled model is loaded on the file's word: a path in a
+        header (a directory or a ``.gguf`` the encoder was given) is opened only when the user
+        names it as ``model``, so an untrusted file can never make lmzip read a place of its choosing.
+        """
+        named = header["model"]["name"]
+        if model is None and named not in models.REGISTRY:
+            raise ModelError(f"file was made with the model at '{named}', not a bundled one; name that model "
+                             "to decode it (-m/--model): lmzip opens no path that a file names")
         if _engine_of(header) == "int":
             return cls(model or header["model"]["name"], engine="int", **options)
         device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
@@ -476,18 +485,18 @@ class _Writing(Encoder):
         self._output.__exit__(None, None, None)
 
 
-def open(path: str | os.PathLike, mode: str = "rb", model: str = models.DEFAULT_MODEL,
-         **options) -> io.BufferedIOBase:
+def open(path: str | os.PathLike, mode: str = "rb", model: str | None = None, **options) -> io.BufferedIOBase:
     """Like ``gzip.open`` for binary modes, streaming: 'rb' decodes a frame at a time as it is
-    read; 'wb' compresses each frame as enough is written, and renames the finished file into
-    place on close."""
+    read (with the bundled model the file names, or ``model``); 'wb' compresses with ``model``
+    (default: the default model) each frame as enough is written, and renames the finished file
+    into place on close."""
     if mode in ("r", "rb"):
         f = builtins.open(path, "rb")
         try:
-            return io.BufferedReader(_Decoded(iter_decompress(f, **options), f))
+            return io.BufferedReader(_Decoded(iter_decompress(f, model, **options), f))
         except BaseException:
             f.close()
             raise
     if mode in ("w", "wb"):
-        return _Writing(path, LMZip(model, **options))
+        return _Writing(path, LMZip(model or models.DEFAULT_MODEL, **options))
     raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")

@@ -205,10 +205,14 @@ def _from_pretrained(folder: Path, gguf_file: str | None):
     bar = getattr(gguf, "tqdm", None)
     if bar is not None:
         gguf.tqdm = functools.partial(bar, disable=True)
+    # Model code from a folder never runs, and a folder's weights are read from safetensors only
+    # (never a pickle); a GGUF holds tensors and metadata, no code.
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    weights = {} if gguf_file else {"use_safetensors": True}
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
-        module = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **kwargs)
+        module = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=False,
+                                                                   **kwargs, **weights)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load model from {folder / (gguf_file or '')}: {exc}".splitlines()[0]) from exc
     finally:

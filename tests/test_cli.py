@@ -26,6 +26,8 @@ def run(tiny_model_dir):
         args = [str(a) for a in args]
         if args[0] == "compress":
             args[1:1] = ["-m", str(tiny_model_dir), "--chunk-tokens", "64", "--batch-size", "4"]
+        elif args[0] in ("decompress", "verify"):  # files name the tiny model by path: lmzip must be told
+            args[1:1] = ["-m", str(tiny_model_dir)]
         return runner.invoke(main, args, input=stdin, catch_exceptions=False)
 
     return invoke
@@ -198,10 +200,12 @@ def test_quiet_silences_the_summary(run, three):
     assert result.exit_code == 0 and result.stderr == ""
 
 
-def test_d_flag_takes_the_decoder_options(run, src, tmp_path, golden_model_dir):
+def test_d_flag_takes_the_decoder_options(run, src, tmp_path, golden_model_dir, tiny_model_dir):
     run("compress", src)
     lmz = tmp_path / "note.txt.lmz"
-    out = CliRunner().invoke(main, ["compress", "-d", "-c", str(lmz), "--batch-size", "1"])
+    unnamed = CliRunner().invoke(main, ["compress", "-d", "-c", str(lmz)])
+    assert unnamed.exit_code == ModelError.exit_code and "-m/--model" in unnamed.stderr  # the file names a path
+    out = CliRunner().invoke(main, ["compress", "-d", "-c", str(lmz), "-m", str(tiny_model_dir), "--batch-size", "1"])
     assert out.exit_code == 0 and out.stdout_bytes == TEXT
     wrong = CliRunner().invoke(main, ["compress", "-d", "-c", str(lmz), "-m", str(golden_model_dir)])
     assert wrong.exit_code == ModelError.exit_code  # -m was used, not dropped: it names another model

@@ -122,15 +122,24 @@ def test_corpus_sample_round_trips(codec):
         assert codec.decompress(codec.compress(data)) == data, path
 
 
-def test_open_like_gzip(tiny_model_dir, tmp_path):
+def test_open_streams_like_gzip(tiny_model_dir, tmp_path, monkeypatch):
+    """``open`` writes and reads a frame at a time; the file is the one ``compress`` writes, however
+    the writes were cut, and appears at its path only once it is complete."""
     import lmzip
 
+    monkeypatch.setattr(container, "FRAME_BYTES", 256)
+    lines = [f"line {i}: second line, ünïcödé, {i * i}\n".encode() for i in range(30)]
+    data = b"".join(lines)
     path = tmp_path / "notes.lmz"
     with lmzip.open(path, "wb", model=str(tiny_model_dir), chunk_tokens=32) as f:
-        f.write(b"first line\n")
-        f.write("second line, ünïcödé\n".encode())
-    assert path.read_bytes().startswith(container.MAGIC)
-    with lmzip.open(path, "rb") as f:
-        assert f.read() == "first line\nsecond line, ünïcödé\n".encode()
+        for line in lines:
+            f.write(line)
+        assert not path.exists()  # frames so far went to a temporary file beside it
+    blob = path.read_bytes()
+    assert blob == LMZip(str(tiny_model_dir), chunk_tokens=32).compress(data)
+    assert len(container.parse(blob).frames) > 4
+    with lmzip.open(path, "rb", model=str(tiny_model_dir)) as f:
+        assert f.readline() == lines[0] and f.read(7) == lines[1][:7]
+        assert f.read() == data[len(lines[0]) + 7 :]
     with pytest.raises(ValueError):
         lmzip.open(path, "a")
