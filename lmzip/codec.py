@@ -305,7 +305,8 @@ class Encoder(io.BufferedIOBase):
         self.began = time.perf_counter()
         self.env = engine.environment(lz.lm) if lz.engine == "float" else None
         self.stats = Stats(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)
-        self._out(container.head_bytes(lz._header(self.env)), container_part=True)
+        self.head = container.head_bytes(lz._header(self.env))
+        self._out(self.head, container_part=True)
 
     def writable(self) -> bool:
         return True
@@ -367,9 +368,10 @@ class Encoder(io.BufferedIOBase):
         s.fallback_chunks += len(chunks) - len(lm)
         s.payload_bits += sum(_bits(c) for c in lm)
         s.fallback_bytes += sum(len(c.payload) for c in chunks if c.kind != Kind.LM)
-        table = frame.table_bytes()
+        place = container.frame_place(self.head, s.input_bytes - len(data))
+        table = frame.table_bytes(place)
         self._out(table, container_part=True)
-        self._out(frame.to_bytes()[len(table):])
+        self._out(frame.to_bytes(place)[len(table):])
 
 
 def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:

@@ -121,16 +121,24 @@ class Frame:
     def raw_size(self) -> int:
         return sum(e.raw_size for e in self.entries)
 
-    def table_bytes(self) -> bytes:
+    def table_bytes(self, place: bytes) -> bytes:
+        """The table and its CRC, which also covers ``place`` (``frame_place``): where it belongs."""
         table = bytearray(_varint(len(self.entries)))
         for e in self.entries:
             for v in (int(e.kind), e.tokens, e.raw_size, e.payload_bits):
                 table += _varint(v)
             table += struct.pack("<I", e.crc)
-        return bytes(table) + struct.pack("<I", zlib.crc32(table))
+        return bytes(table) + struct.pack("<I", zlib.crc32(table, zlib.crc32(place)))
 
-    def to_bytes(self) -> bytes:
-        return self.table_bytes() + _pack(self.payloads, [e.payload_bits for e in self.entries])
+    def to_bytes(self, place: bytes) -> bytes:
+        return self.table_bytes(place) + _pack(self.payloads, [e.payload_bits for e in self.entries])
+
+
+def frame_place(head: bytes, offset: int) -> bytes:
+    """What a frame's table CRC covers besides the table: its member's header CRC (the last 4
+    bytes of ``head``) and the input offset where the frame's bytes start. A frame moved to
+    another place, or spliced in from another file, fails its own CRC before it is decoded."""
+    return head[-4:] + struct.pack("<Q", offset)
 
 
 @dataclass
@@ -162,14 +170,22 @@ class Archive:
     def payloads(self) -> list[bytes]:
         return [p for f in self.frames for p in f.payloads]
 
+    def places(self) -> list[bytes]:
+        head, offset, out = head_bytes(self.header), 0, []
+        for f in self.frames:
+            out.append(frame_place(head, offset))
+            offset += f.raw_size
+        return out
+
     @property
     def container_bytes(self) -> int:
         """Bytes spent on everything but the payloads."""
-        return (len(head_bytes(self.header)) + sum(len(f.table_bytes()) for f in self.frames)
+        return (len(head_bytes(self.header)) + sum(len(f.table_bytes(p)) for f, p in zip(self.frames, self.places()))
                 + len(self.footer.to_bytes()))
 
     def to_bytes(self) -> bytes:
-        return head_bytes(self.header) + b"".join(f.to_bytes() for f in self.frames) + self.footer.to_bytes()
+        return (head_bytes(self.header) + b"".join(f.to_bytes(p) for f, p in zip(self.frames, self.places()))
+                + self.footer.to_bytes())
 
 
 def _pack(payloads: list[bytes], bits: list[int]) -> bytes:
@@ -239,17 +255,22 @@ class _Source:
             if shift > 63:
                 raise ChecksumError(f"damaged lmzip file: bad number in the {what}")
 
-    def crc(self, what: str) -> None:
-        """Read a CRC32 and check it against what was recorded since ``record`` was set."""
+    def crc(self, what: str, place: bytes = b"") -> None:
+        """Read a CRC32 and check it against ``place`` and what was recorded since ``record`` was set."""
         covered, self.record = bytes(self.record), None
         (crc,) = struct.unpack("<I", self.take(4, what))
-        if zlib.crc32(covered) != crc:
+        if zlib.crc32(covered, zlib.crc32(place)) != crc:
             raise ChecksumError(f"damaged lmzip file: {what} checksum mismatch")
 
 
 def read_header(stream: BinaryIO) -> dict:
     """The header of the member the stream is at, leaving it at the first frame; checks magic,
     version and header CRC."""
+    return _read_head(stream)[0]
+
+
+def _read_head(stream: BinaryIO) -> tuple[dict, bytes]:
+    """The header, and the member's head bytes as read (magic to header CRC)."""
     src = _Source(stream)
     start = stream.read(len(MAGIC))
     if not start or not MAGIC.startswith(start[: len(MAGIC)]):
@@ -261,8 +282,9 @@ def read_header(stream: BinaryIO) -> dict:
     if version != VERSION:
         raise NotLmzipError(f"lmzip format version {version} is not supported (this build reads {VERSION})")
     body = src.take(size, "header")
+    head = bytes(src.record)
     src.crc("header")
-    return check_header(unpack_header(body))
+    return check_header(unpack_header(body)), head + struct.pack("<I", zlib.crc32(head))
 
 
 class Member:
@@ -270,7 +292,7 @@ class Member:
     ``footer`` (set once the frames are exhausted and their sizes add up to it)."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self.header = read_header(stream)
+        self.header, self._head = _read_head(stream)
         self.footer: Footer | None = None
         self._src = _Source(stream)
 
@@ -282,12 +304,12 @@ class Member:
             if count == 0:
                 self.footer = _read_footer(src, size)
                 return
-            frame = _read_frame(src, count)
+            frame = _read_frame(src, count, frame_place(self._head, size))
             size += frame.raw_size
             yield frame
 
 
-def _read_frame(src: _Source, count: int) -> Frame:
+def _read_frame(src: _Source, count: int, place: bytes) -> Frame:
     entries = []
     for _ in range(count):
         kind, tokens, raw_size, payload_bits = (src.varint("chunk table") for _ in range(4))
@@ -301,7 +323,7 @@ def _read_frame(src: _Source, count: int) -> Frame:
         entries.append(Entry(Kind(kind), tokens, raw_size, payload_bits, crc))
         if sum(e.raw_size for e in entries) > FRAME_BYTES:  # bounds a decoder's work and memory a frame
             raise ChecksumError(f"damaged lmzip file: a frame of more than {FRAME_BYTES} bytes")
-    src.crc("chunk table")
+    src.crc("chunk table", place)
     total = sum(e.payload_bits for e in entries)
     area = src.take(-(-total // 8), "payloads")
     if total % 8 and area[-1] & ((1 << (8 - total % 8)) - 1):

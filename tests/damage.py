@@ -15,7 +15,7 @@ import random
 import struct
 import zlib
 
-from lmzip import container
+from lmzip import LmzipError, container
 
 OPS = ("flip", "byte", "truncate", "insert", "delete", "header", "table", "footer")
 NUMBERS = (0, 1, 7, 8, 255, 2**20, 2**40)  # what a table or footer field is set to
@@ -57,8 +57,16 @@ def header_end(blob: bytes) -> tuple[dict, int]:
 
 
 def reseal_header(blob: bytes, change) -> bytes:
-    """``blob`` with its header edited in place by ``change(header)`` and its CRC made sound again,
-    as a foreign encoder could write it."""
+    """``blob`` with its (first) header edited in place by ``change(header)`` and every checksum
+    made sound again, the frames' too (their CRCs cover the header's), as a foreign encoder could
+    write it; where the rest does not parse, only the header is resealed."""
+    try:
+        archives = container.members(blob)
+    except LmzipError:
+        archives = None
+    if archives:
+        change(archives[0].header)
+        return b"".join(a.to_bytes() for a in archives)
     header, end = header_end(blob)
     change(header)
     body = container.pack_header(header)

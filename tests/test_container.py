@@ -107,13 +107,30 @@ def test_a_damaged_frame_stops_the_stream_after_the_good_ones(codec, monkeypatch
     monkeypatch.setattr(container, "FRAME_BYTES", 300)
     blob = codec.compress(TEXT)
     archive = container.parse(blob)
-    second = len(container.head_bytes(archive.header)) + len(archive.frames[0].to_bytes())
+    places = archive.places()
+    second = len(container.head_bytes(archive.header)) + len(archive.frames[0].to_bytes(places[0]))
     damaged = bytearray(blob)
-    damaged[second + len(archive.frames[1].table_bytes()) + 3] ^= 0x04  # the second frame's payload
+    damaged[second + len(archive.frames[1].table_bytes(places[1])) + 3] ^= 0x04  # the second frame's payload
     pieces = codec.iter_decompress(io.BytesIO(bytes(damaged)))
     assert next(pieces) == TEXT[: archive.frames[0].raw_size]
     with pytest.raises(ChecksumError):
         next(pieces)
+
+
+def test_a_frame_moved_is_caught_before_it_is_decoded(codec, monkeypatch):
+    """Each frame's table CRC covers its member's header and its place in the input, so frames
+    swapped (each sound on its own) fail at once, not only at the SHA-256 after the last."""
+    monkeypatch.setattr(container, "FRAME_BYTES", 300)
+    archive = container.parse(codec.compress(TEXT))
+    head, places = container.head_bytes(archive.header), archive.places()
+    frames = [f.to_bytes(p) for f, p in zip(archive.frames, places)]
+    swapped = head + frames[1] + frames[0] + b"".join(frames[2:]) + archive.footer.to_bytes()
+    with pytest.raises(ChecksumError, match="chunk table checksum"):
+        next(codec.iter_decompress(io.BytesIO(swapped)))
+    other = container.parse(LMZip(codec.lm, batch_size=2, chunk_tokens=40, context=64).compress(TEXT))
+    spliced = head + other.frames[0].to_bytes(other.places()[0])  # a first frame of a file with another header
+    with pytest.raises(ChecksumError, match="chunk table checksum"):
+        next(codec.iter_decompress(io.BytesIO(spliced + b"".join(frames[1:]) + archive.footer.to_bytes())))
 
 
 def test_a_frame_larger_than_the_format_allows_is_refused(codec, blob):
