@@ -1,16 +1,19 @@
 """A corruption campaign: damaged .lmz files of every corpus file, each decoded, every outcome counted.
 
-    python bench/corruption.py [--bytes 512] [--flips 900] [--workers 2] [--default-model-flips 24]
+    python bench/corruption.py [--bytes 512] [--frame-bytes 128] [--flips 960] [--workers 2]
+                               [--default-model-flips 24]
 
 For each corpus file, its first ``--bytes`` bytes are compressed with the tiny golden model
-(tests/conftest.py: the same weights on every machine) in chunks of 32 tokens, so that the file
-has several chunks, and then damaged: single-bit flips at ``--flips`` positions spread evenly
-over header, table and payload; truncation at every 1/64 of the length; splices with every
-other file's compressed bytes at 8 cut points; two 8-byte regions of the payload swapped (a
-part moved to another place); decoding with another model. The default model's golden files
-(tests/data) get ``--default-model-flips`` flips and the truncations each. A damaged file must
-decode to its original bytes or raise a named lmzip error: a wrong output or any other
-exception is counted, and printed. Writes benchmarks/corruption.md.
+(tests/conftest.py: the same weights on every machine) in chunks of 32 tokens and frames of
+``--frame-bytes``, so that the file has several frames and chunks, and then damaged:
+single-bit flips at ``--flips`` positions spread evenly over header, tables, payloads and
+footer; truncation at every 1/64 of the length; splices with every other file's compressed
+bytes at 8 cut points; two 8-byte regions swapped (a part moved to another place); whole
+frames swapped, moved, dropped and repeated; decoding with another model. The default model's
+golden files (tests/data) get ``--default-model-flips`` flips, the truncations and the region
+moves each. A damaged file must decode to its original bytes or raise a named lmzip error; a
+wrong output and any other exception are counted apart, and printed. Writes
+benchmarks/corruption.md.
 """
 
 from __future__ import annotations
@@ -33,8 +36,15 @@ from golden import DATA  # noqa: E402
 CHUNK_TOKENS = 32
 
 
-def _cases(blob: bytes, others: list[bytes], flips: int, rng: random.Random, table_end: int) -> list[tuple[str, bytes]]:
+def _cases(blob: bytes, others: list[bytes], flips: int, rng: random.Random) -> list[tuple[str, bytes]]:
     """(damage kind, damaged bytes) for one compressed file."""
+    from lmzip import container
+
+    archive = container.parse(blob)
+    head = container.head_bytes(archive.header)
+    frames = [f.to_bytes(p) for f, p in zip(archive.frames, archive.places())]
+    footer = archive.footer.to_bytes()
+    assert head + b"".join(frames) + footer == blob
     out = []
     for k in range(flips):
         pos = k * len(blob) // flips
@@ -43,62 +53,66 @@ def _cases(blob: bytes, others: list[bytes], flips: int, rng: random.Random, tab
     for other in others:
         for k in range(1, 9):
             out.append(("splice", blob[: k * len(blob) // 9] + other[k * len(other) // 9 :]))
-    payload = len(blob) - table_end
-    if payload >= 32:
-        for _ in range(16):
-            a, b = sorted(rng.sample(range(table_end, len(blob) - 8), 2))
-            if b - a >= 8:
-                moved = bytearray(blob)
-                moved[a : a + 8], moved[b : b + 8] = blob[b : b + 8], blob[a : a + 8]
-                out.append(("region moved", bytes(moved)))
+    for _ in range(16):
+        a, b = sorted(rng.sample(range(len(head), len(blob) - 8), 2))
+        if b - a >= 8 and blob[a : a + 8] != blob[b : b + 8]:
+            moved = bytearray(blob)
+            moved[a : a + 8], moved[b : b + 8] = blob[b : b + 8], blob[a : a + 8]
+            out.append(("region moved", bytes(moved)))
+    n = len(frames)
+    for i in range(n):
+        rest = frames[:i] + frames[i + 1 :]
+        out.append(("frame dropped", head + b"".join(rest) + footer))
+        out.append(("frame repeated", head + b"".join(frames[: i + 1] + frames[i:]) + footer))
+        if n > 1:
+            j = (i + 1) % n
+            swapped = list(frames)
+            swapped[i], swapped[j] = frames[j], frames[i]
+            out.append(("frames swapped", head + b"".join(swapped) + footer))
+            out.append(("frame moved", head + b"".join(rest[:j] + [frames[i]] + rest[j:]) + footer))
     return out
 
 
-def _table_end(blob: bytes) -> int:
-    from lmzip import container
-
-    archive = container.parse(blob)
-    return len(blob) - -(-sum(e.payload_bits for e in archive.entries) // 8)
+def _count(counts: collections.Counter, findings: list[str], name: str, kind: str, result: str) -> None:
+    """Count one outcome: the original bytes, a named error, or a finding (wrong output, crash)."""
+    outcome = {"WRONG": "silent wrong output", "CRASH": "crash"}.get(result.split()[0], result)
+    counts[kind, outcome] += 1
+    if damage.is_finding(result):
+        findings.append(f"{name} {kind}: {result}")
 
 
 def _worker(job: tuple) -> tuple[collections.Counter, list[str]]:
     """Compress, damage and decode the files of one job; (kind, outcome) counts and the findings."""
-    files, flips, size, model_dir, wrong_dir, seed, default_flips = job
-    from lmzip import LMZip
+    files, flips, size, frame_bytes, model_dir, wrong_dir, seed, default_flips = job
+    from lmzip import LMZip, container
 
-    codec = LMZip(model_dir, chunk_tokens=CHUNK_TOKENS, batch_size=1)
+    container.FRAME_BYTES = frame_bytes  # what the encoder cuts at; the decoder's bound only falls
+    codec = LMZip(model_dir, chunk_tokens=CHUNK_TOKENS, batch_size=1, threads=1)  # one core a worker
     counts, findings = collections.Counter(), []
     rng = random.Random(seed)
     blobs = {f: codec.compress(Path(f).read_bytes()[:size]) for f in files[0]}
     for f in files[0]:
         original = Path(f).read_bytes()[:size]
         others = [b for g, b in blobs.items() if g != f]
-        cases = _cases(blobs[f], others, flips, rng, _table_end(blobs[f]))
-        for kind, damaged in cases:
-            result = damage.outcome(lambda: codec.decompress(damaged), original)
-            counts[kind, "finding" if damage.is_finding(result) else result] += 1
-            if damage.is_finding(result):
-                findings.append(f"{Path(f).name} {kind}: {result}")
-        wrong = LMZip(wrong_dir, batch_size=1)
-        result = damage.outcome(lambda: wrong.decompress(blobs[f]), original)
-        counts["wrong model", "finding" if damage.is_finding(result) else result] += 1
+        for kind, damaged in _cases(blobs[f], others, flips, rng):
+            _count(counts, findings, Path(f).name, kind, damage.outcome(lambda: codec.decompress(damaged), original))
+        wrong = LMZip(wrong_dir, batch_size=1, threads=1)
+        _count(counts, findings, Path(f).name, "wrong model", damage.outcome(lambda: wrong.decompress(blobs[f]), original))
     if files[1]:
-        smol = LMZip("smollm2-135m", device="cpu")
+        smol = LMZip("smollm2-135m", device="cpu", threads=1)
         for path in files[1]:
             blob, original = path.read_bytes(), path.with_suffix(".orig").read_bytes()
-            for kind, damaged in _cases(blob, [], default_flips, rng, _table_end(blob)):
-                kind = f"{kind} (default model)"
-                result = damage.outcome(lambda: smol.decompress(damaged), original)
-                counts[kind, "finding" if damage.is_finding(result) else result] += 1
-                if damage.is_finding(result):
-                    findings.append(f"{path.name} {kind}: {result}")
+            for kind, damaged in _cases(blob, [], default_flips, rng):
+                _count(counts, findings, path.name, f"{kind} (default model)",
+                       damage.outcome(lambda: smol.decompress(damaged), original))
     return counts, findings
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bytes", type=int, default=512, help="bytes of each corpus file compressed")
-    ap.add_argument("--flips", type=int, default=900, help="single-bit flips a file (tiny model)")
+    ap.add_argument("--flips", type=int, default=960, help="single-bit flips a file (tiny model)")
+    ap.add_argument("--frame-bytes", type=int, default=128, help="frame length the encoder cuts at (tiny model)")
     ap.add_argument("--default-model-flips", type=int, default=24, help="flips of each default-model golden file")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
@@ -110,8 +124,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build_golden_model(Path(tmp) / "golden"))
         wrong_dir = str(build_tiny_model(Path(tmp) / "other", seed=1))
-        jobs = [((files[w :: args.workers], smol[w :: args.workers]), args.flips, args.bytes, model_dir, wrong_dir, w,
-                 args.default_model_flips) for w in range(args.workers)]
+        jobs = [((files[w :: args.workers], smol[w :: args.workers]), args.flips, args.bytes, args.frame_bytes,
+                 model_dir, wrong_dir, w, args.default_model_flips) for w in range(args.workers)]
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
             parts = pool.map(_worker, jobs)
     seconds = time.time() - began
@@ -120,13 +134,19 @@ def main() -> None:
     kinds = sorted({k for k, _ in counts})
     outcomes = sorted({o for _, o in counts})
     total = sum(counts.values())
-    silent = sum(v for (k, o), v in counts.items() if o == "finding")
+    named = sum(v for (k, o), v in counts.items() if o not in ("original", "silent wrong output", "crash"))
+    kept, silent, crash = (sum(v for (k, o), v in counts.items() if o == x)
+                           for x in ("original", "silent wrong output", "crash"))
     md = ["# Corruption campaign", "",
           f"{total} damaged files of {len(files)} corpus files (their first {args.bytes} bytes, tiny golden model, "
-          f"{CHUNK_TOKENS}-token chunks) and {len(smol)} default-model golden files, in {seconds / 60:.1f} minutes. "
-          f"Findings (wrong output or an exception that is not a named lmzip error): **{silent}**. `original` counts "
-          "damage that left the decoded bytes as they were (a flip in a field no decoder reads, such as the model "
-          "name, which the fingerprint stands behind).", "",
+          f"{CHUNK_TOKENS}-token chunks, frames of {args.frame_bytes} bytes) and {len(smol)} default-model golden "
+          f"files, in {seconds / 60:.1f} minutes.", "",
+          "| tried | detected (a named error) | decoded to the original bytes | silent wrong output | crash |",
+          "|---:|---:|---:|---:|---:|", f"| {total} | {named} | {kept} | **{silent}** | **{crash}** |", "",
+          "`original` counts damage that left the decoded bytes as they were (a flip in a field no decoder "
+          "reads, such as the model name, which the fingerprint stands behind, or the footer's character "
+          "count, which only informs bits per character). A crash is any exception that is not a named "
+          "lmzip error. By damage and outcome:", "",
           "| damage | " + " | ".join(outcomes) + " | total |", "|---|" + "---:|" * (len(outcomes) + 1),
           *[f"| {k} | " + " | ".join(str(counts[k, o]) for o in outcomes) + f" | {sum(counts[k, o] for o in outcomes)} |"
             for k in kinds],

@@ -100,6 +100,7 @@ class LanguageModel:
     device: torch.device
     dtype: torch.dtype
     _predictor: object = field(default=None, repr=False, compare=False)
+    _integer_fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def predictor(self):
         """The integer engine's ``predictor.Predictor`` for this model, built once (about 3 s)."""
@@ -114,10 +115,13 @@ class LanguageModel:
 
     @property
     def integer_fingerprint(self) -> str:
-        """128 bits of SHA-256 over every integer the integer engine computes with, and the tokenizer."""
-        h = hashlib.sha256(self.predictor().model.fingerprint().encode())
-        h.update(self.tokenizer.backend_tokenizer.to_str().encode())
-        return h.hexdigest()[:32]
+        """128 bits of SHA-256 over every integer the integer engine computes with, and the tokenizer
+        (hashed once: every file coded or checked asks for it)."""
+        if self._integer_fingerprint is None:
+            h = hashlib.sha256(self.predictor().model.fingerprint().encode())
+            h.update(self.tokenizer.backend_tokenizer.to_str().encode())
+            self._integer_fingerprint = h.hexdigest()[:32]
+        return self._integer_fingerprint
 
     @property
     def dtype_name(self) -> str:
