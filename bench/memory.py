@@ -3,10 +3,10 @@
     python bench/memory.py [--size-mb 5] [--steps 640] [--model smollm2-135m]
 
 Runs ``LMZip.compress`` (what ``lmzip compress`` runs) in a child process that reports its
-progress, and samples the child's RSS every 50 ms. The whole input is read and tokenised up
-front, then batches of at most ``batch_size`` chunks are coded one after another, a group of
-rows at a time in a KV cache of ``context`` slots a row that the window reuses, so memory peaks
-early in the first batch. On a 2-core CPU the whole 5 MB would take hours, so the run is
+progress, and samples the child's RSS every 50 ms. The input is in memory (the call takes
+bytes); each frame of at most 4 MiB is tokenised and its batches of at most ``batch_size``
+chunks are coded one after another, a group of rows at a time in a KV cache of ``context``
+slots a row that the window reuses, so memory peaks early in the first batch. On a 2-core CPU the whole 5 MB would take hours, so the run is
 stopped after ``--steps`` steps of the first batch, and the report says so; ``--steps 0`` runs
 to the end. Writes benchmarks/memory.md."""
 
@@ -89,8 +89,9 @@ def main() -> None:
           f"and repeated. RSS of the process sampled every 50 ms.", "",
           "| input bytes | peak RSS MB (10^6 bytes) | MiB | seconds | run |", "|---:|---:|---:|---:|---|",
           f"| {len(data)} | {peak / 1e6:.0f} | {peak / 2**20:.0f} | {seconds:.0f} | {outcome} |", "",
-          "The input is read and tokenised whole before coding (the token ids, and the tokenizer's Rust encoding "
-          "while the chunks are cut). The integer engine then scores a group of rows at a time in blocks of half "
+          "The input is in memory (the call takes bytes); each frame of at most "
+          f"{lmzip.container.FRAME_BYTES} bytes is tokenised before it is coded (the token ids, and the tokenizer's "
+          "Rust encoding while the chunks are cut). The integer engine then scores a group of rows at a time in blocks of half "
           "its window, coding each block's tables at once; the group's int16 KV cache is reused however long the "
           "chunks, so neither later blocks nor later groups raise the peak.", "",
           provenance(), ""]
