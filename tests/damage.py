@@ -156,17 +156,37 @@ def describe(ops: list[tuple]) -> str:
     return json.dumps([[repr(x) if isinstance(x, (bytes, _Missing)) else x for x in op] for op in ops])
 
 
-def outcome(decode, original: bytes) -> str:
+class _Slow(Exception):
+    pass
+
+
+def _too_slow(signum, frame):
+    raise _Slow
+
+
+def outcome(decode, original: bytes, limit: float | None = None) -> str:
     """What decoding a damaged file did: ``original`` (the damage changed nothing that matters),
-    the name of the lmzip error raised, ``WRONG OUTPUT``, or ``CRASH <exception type>``."""
+    the name of the lmzip error raised, ``WRONG OUTPUT``, ``CRASH <exception type>``, or, past
+    ``limit`` seconds, ``SLOW`` (a table can claim a frame of 4 MiB of tokens, which the decoder
+    then decodes before a checksum can fail: slow, not wrong; the campaigns count it apart)."""
+    import signal
+
     from lmzip import LmzipError
 
+    if limit is not None:
+        signal.signal(signal.SIGALRM, _too_slow)
+        signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         out = decode()
     except LmzipError as exc:
         return type(exc).__name__
+    except _Slow:
+        return "SLOW"
     except Exception as exc:  # noqa: BLE001 - what the campaign counts
         return f"CRASH {type(exc).__name__}: {exc}"[:200]
+    finally:
+        if limit is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     return "original" if out == original else "WRONG OUTPUT"
 
 
