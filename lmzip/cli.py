@@ -27,19 +27,6 @@ EXIT_HELP = "Exit codes: " + ", ".join(
 ) + "; with many files, the highest of their codes."
 
 
-def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-
-
 def _target(src: str, output: str | None, to_stdout: bool, compressing: bool) -> str:
     """Where the result goes: '-' for stdout, else a path."""
     if to_stdout or (output is None and src == "-"):
@@ -60,7 +47,7 @@ def _check_free(dest: str, force: bool) -> None:
 
 @contextlib.contextmanager
 def _input(path: str) -> Iterator[BinaryIO]:
-    """The input file, opened for streaming ('-': stdin), with errors named as ``_read`` names them."""
+    """The input file, opened for streaming ('-': stdin); a missing or unreadable one is an InputError."""
     if path == "-":
         yield sys.stdin.buffer
         return
@@ -74,6 +61,11 @@ def _input(path: str) -> Iterator[BinaryIO]:
         raise InputError(f"{path}: {exc.strerror}") from None
     with f:
         yield f
+
+
+def _read(path: str) -> bytes:
+    with _input(path) as f:
+        return f.read()
 
 
 @contextlib.contextmanager

@@ -369,9 +369,8 @@ class Encoder(io.BufferedIOBase):
         s.payload_bits += sum(_bits(c) for c in lm)
         s.fallback_bytes += sum(len(c.payload) for c in chunks if c.kind != Kind.LM)
         place = container.frame_place(self.head, s.input_bytes - len(data))
-        table = frame.table_bytes(place)
-        self._out(table, container_part=True)
-        self._out(frame.to_bytes(place)[len(table):])
+        self._out(frame.table_bytes(place), container_part=True)
+        self._out(frame.payload_bytes())
 
 
 def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:

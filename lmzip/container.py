@@ -130,8 +130,11 @@ class Frame:
             table += struct.pack("<I", e.crc)
         return bytes(table) + struct.pack("<I", zlib.crc32(table, zlib.crc32(place)))
 
+    def payload_bytes(self) -> bytes:
+        return _pack(self.payloads, [e.payload_bits for e in self.entries])
+
     def to_bytes(self, place: bytes) -> bytes:
-        return self.table_bytes(place) + _pack(self.payloads, [e.payload_bits for e in self.entries])
+        return self.table_bytes(place) + self.payload_bytes()
 
 
 def frame_place(head: bytes, offset: int) -> bytes:
@@ -310,7 +313,7 @@ class Member:
 
 
 def _read_frame(src: _Source, count: int, place: bytes) -> Frame:
-    entries = []
+    entries, size = [], 0
     for _ in range(count):
         kind, tokens, raw_size, payload_bits = (src.varint("chunk table") for _ in range(4))
         (crc,) = struct.unpack("<I", src.take(4, "chunk table"))
@@ -321,7 +324,8 @@ def _read_frame(src: _Source, count: int, place: bytes) -> Frame:
         if kind != Kind.LM and payload_bits % 8:
             raise ChecksumError(f"damaged lmzip file: a {Kind(kind).name} chunk of {payload_bits} bits")
         entries.append(Entry(Kind(kind), tokens, raw_size, payload_bits, crc))
-        if sum(e.raw_size for e in entries) > FRAME_BYTES:  # bounds a decoder's work and memory a frame
+        size += raw_size
+        if size > FRAME_BYTES:  # bounds a decoder's work and memory a frame
             raise ChecksumError(f"damaged lmzip file: a frame of more than {FRAME_BYTES} bytes")
     src.crc("chunk table", place)
     total = sum(e.payload_bits for e in entries)
