@@ -12,7 +12,8 @@ bytes at 8 cut points; two 8-byte regions swapped (a part moved to another place
 frames swapped, moved, dropped and repeated; decoding with another model. The default model's
 golden files (tests/data) get ``--default-model-flips`` flips, the truncations and the region
 moves each. A damaged file must decode to its original bytes or raise a named lmzip error; a
-wrong output and any other exception are counted apart, and printed. Writes
+wrong output, any other exception, and a decode stopped after ``damage.SLOW_SECONDS`` are
+counted apart, and printed. Writes
 benchmarks/corruption.md.
 """
 
@@ -74,8 +75,8 @@ def _cases(blob: bytes, others: list[bytes], flips: int, rng: random.Random) -> 
 
 
 def _count(counts: collections.Counter, findings: list[str], name: str, kind: str, result: str) -> None:
-    """Count one outcome: the original bytes, a named error, or a finding (wrong output, crash)."""
-    outcome = {"WRONG": "silent wrong output", "CRASH": "crash"}.get(result.split()[0], result)
+    """Count one outcome: the original bytes, a named error, or a finding (wrong output, crash, slow)."""
+    outcome = {"WRONG": "silent wrong output", "CRASH": "crash", "SLOW": "slow"}.get(result.split()[0], result)
     counts[kind, outcome] += 1
     if damage.is_finding(result):
         findings.append(f"{name} {kind}: {result}")
@@ -95,16 +96,18 @@ def _worker(job: tuple) -> tuple[collections.Counter, list[str]]:
         original = Path(f).read_bytes()[:size]
         others = [b for g, b in blobs.items() if g != f]
         for kind, damaged in _cases(blobs[f], others, flips, rng):
-            _count(counts, findings, Path(f).name, kind, damage.outcome(lambda: codec.decompress(damaged), original))
+            result = damage.outcome(lambda: codec.decompress(damaged), original, damage.SLOW_SECONDS)
+            _count(counts, findings, Path(f).name, kind, result)
         wrong = LMZip(wrong_dir, batch_size=1, threads=1)
-        _count(counts, findings, Path(f).name, "wrong model", damage.outcome(lambda: wrong.decompress(blobs[f]), original))
+        result = damage.outcome(lambda: wrong.decompress(blobs[f]), original, damage.SLOW_SECONDS)
+        _count(counts, findings, Path(f).name, "wrong model", result)
     if files[1]:
         smol = LMZip("smollm2-135m", device="cpu", threads=1)
         for path in files[1]:
             blob, original = path.read_bytes(), path.with_suffix(".orig").read_bytes()
             for kind, damaged in _cases(blob, [], default_flips, rng):
                 _count(counts, findings, path.name, f"{kind} (default model)",
-                       damage.outcome(lambda: smol.decompress(damaged), original))
+                       damage.outcome(lambda: smol.decompress(damaged), original, damage.SLOW_SECONDS))
     return counts, findings
 
 
@@ -134,19 +137,20 @@ def main() -> None:
     kinds = sorted({k for k, _ in counts})
     outcomes = sorted({o for _, o in counts})
     total = sum(counts.values())
-    named = sum(v for (k, o), v in counts.items() if o not in ("original", "silent wrong output", "crash"))
-    kept, silent, crash = (sum(v for (k, o), v in counts.items() if o == x)
-                           for x in ("original", "silent wrong output", "crash"))
+    named = sum(v for (k, o), v in counts.items() if o not in ("original", "silent wrong output", "crash", "slow"))
+    kept, silent, crash, slow = (sum(v for (k, o), v in counts.items() if o == x)
+                                 for x in ("original", "silent wrong output", "crash", "slow"))
     md = ["# Corruption campaign", "",
           f"{total} damaged files of {len(files)} corpus files (their first {args.bytes} bytes, tiny golden model, "
           f"{CHUNK_TOKENS}-token chunks, frames of {args.frame_bytes} bytes) and {len(smol)} default-model golden "
           f"files, in {seconds / 60:.1f} minutes.", "",
-          "| tried | detected (a named error) | decoded to the original bytes | silent wrong output | crash |",
-          "|---:|---:|---:|---:|---:|", f"| {total} | {named} | {kept} | **{silent}** | **{crash}** |", "",
+          "| tried | detected (a named error) | decoded to the original bytes | silent wrong output | crash | slow |",
+          "|---:|---:|---:|---:|---:|---:|", f"| {total} | {named} | {kept} | **{silent}** | **{crash}** | **{slow}** |",
+          "",
           "`original` counts damage that left the decoded bytes as they were (a flip in a field no decoder "
           "reads, such as the model name, which the fingerprint stands behind, or the footer's character "
           "count, which only informs bits per character). A crash is any exception that is not a named "
-          "lmzip error. By damage and outcome:", "",
+          f"lmzip error; slow, a decode stopped after {damage.SLOW_SECONDS} s. By damage and outcome:", "",
           "| damage | " + " | ".join(outcomes) + " | total |", "|---|" + "---:|" * (len(outcomes) + 1),
           *[f"| {k} | " + " | ".join(str(counts[k, o]) for o in outcomes) + f" | {sum(counts[k, o] for o in outcomes)} |"
             for k in kinds],

@@ -5,8 +5,15 @@ with a frequency total of 2^precision (precision <= 32) the truncation of ``rang
 costs at most 2^-24 of a bit a symbol. Carries are propagated into the bytes already written,
 so the stream is a plain big-endian fraction in [0, 1): the decoder reads zeros past its end
 and needs no length other than the symbol count. The encoder ends each stream on the shortest
-fraction inside its final interval: stored to its last 1 bit (``bit_length``; the container
-does), a stream costs the ideal sum of -log2(freq / total) plus at most two bits.
+nonzero fraction inside its final interval: stored to its last 1 bit (``bit_length``; the
+container does), a stream costs the ideal sum of -log2(freq / total) plus at most two bits.
+
+A decoder reads 8 bytes ahead of the encoder it mirrors, and every stream ends at least one byte
+past the last byte its symbols pushed out, so a decoder never reads more than 7 bytes past a
+stream's end. One that reaches ``OVERRUN_BYTES`` past it is decoding more symbols than the stream
+holds (a damaged count or payload), and stops with a ChecksumError: a damaged chunk table costs
+a few symbols of work, not the millions it may claim. (The margin past 7 admits the streams of
+the first v5 encoder, which could end a byte or, rarely, a few zero bytes short of that.)
 
 The interface is split, as in constriction: encoding consumes (start, freq) pairs; decoding
 first asks for each stream's *target* in [0, total), lets the caller find the symbol whose
@@ -19,11 +26,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .errors import ChecksumError
+
 _TOP = np.uint64(1 << 56)
 _FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _U8 = np.uint64(8)
 _U56 = np.uint64(56)
 _MAX_PRECISION = 32
+OVERRUN_BYTES = 16  # how far past a stream's end a decoder may read before it is overrun
 
 
 def _check_precision(precision: int) -> np.uint64:
@@ -60,24 +70,31 @@ def _encode_rows(starts, freqs, lengths, precision, out, sizes):
                 low = low << _U8
                 rng = rng << _U8
         if lengths[row] > 0:
-            # End on the point of [low, low + rng) with the most trailing zero bits, and drop
-            # the zero bytes: the stream then ends at its last 1 bit (see ``bit_length``).
-            up = np.uint64(0)
-            for k in range(64, 0, -1):
-                cand = (np.uint64(0) - low) & (_FULL >> np.uint64(64 - k))
-                if cand < rng:
-                    up = cand
-                    break
-            new = low + up
-            if new < low:
-                _carry(out[row], pos)
-            while new:
-                out[row, pos] = np.uint8(new >> _U56)
-                pos += 1
-                new = new << _U8
-            while pos > 0 and out[row, pos - 1] == 0:
-                pos -= 1
+            pos = _finish(out[row], pos, low, rng)
         sizes[row] = pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish(out, pos, low, rng):
+    """End the stream on the point of [low, low + rng) with the most trailing zero bits that is
+    not 0 (mod 2^64), written up to its last 1 bit (see ``bit_length``): the stream then holds at
+    least one byte past the ``pos`` coded so far, which the decoder's overrun check relies on."""
+    up = np.uint64(0)
+    for k in range(63, -1, -1):
+        step = np.uint64(1) << np.uint64(k)
+        up = (np.uint64(0) - low) & (step - np.uint64(1))
+        if low + up == 0:
+            up += step
+        if up < rng:
+            break
+    new = low + up
+    if new < low:
+        _carry(out, pos)
+    while new:
+        out[pos] = np.uint8(new >> _U56)
+        pos += 1
+        new = new << _U8
+    return pos
 
 
 def bit_length(stream: bytes) -> int:
@@ -141,6 +158,7 @@ def _targets(value, rng, precision, active, out):
 
 @numba.njit(cache=True, nogil=True)
 def _consume(value, rng, pos, data, ends, precision, starts, freqs, active):
+    overrun = 0
     for row in range(value.shape[0]):
         if not active[row]:
             continue
@@ -155,6 +173,9 @@ def _consume(value, rng, pos, data, ends, precision, starts, freqs, active):
         value[row] = v
         rng[row] = g
         pos[row] = p
+        if p >= ends[row] + OVERRUN_BYTES:
+            overrun += 1
+    return overrun
 
 
 class Decoder:
@@ -179,9 +200,12 @@ class Decoder:
         return out
 
     def consume(self, starts: np.ndarray, freqs: np.ndarray, active: np.ndarray) -> None:
-        """Remove the symbol ``[start, start + freq)`` that each active stream's target fell in."""
-        _consume(
+        """Remove the symbol ``[start, start + freq)`` that each active stream's target fell in;
+        a ChecksumError if a stream is overrun (it holds fewer symbols than asked of it)."""
+        overrun = _consume(
             self._value, self._range, self._pos, self._data, self._ends, self.precision,
             np.ascontiguousarray(starts, dtype=np.int64), np.ascontiguousarray(freqs, dtype=np.int64),
             np.ascontiguousarray(active, dtype=np.bool_),
         )
+        if overrun:
+            raise ChecksumError("damaged lmzip file: a chunk's payload ends before its tokens do")

@@ -167,8 +167,8 @@ def _too_slow(signum, frame):
 def outcome(decode, original: bytes, limit: float | None = None) -> str:
     """What decoding a damaged file did: ``original`` (the damage changed nothing that matters),
     the name of the lmzip error raised, ``WRONG OUTPUT``, ``CRASH <exception type>``, or, past
-    ``limit`` seconds, ``SLOW`` (a table can claim a frame of 4 MiB of tokens, which the decoder
-    then decodes before a checksum can fail: slow, not wrong; the campaigns count it apart)."""
+    ``limit`` seconds, ``SLOW`` (a decoder's work must stay near what the file's payload can code:
+    a table claiming more tokens than its payload holds is caught once the stream is overrun)."""
     import signal
 
     from lmzip import LmzipError
@@ -190,5 +190,8 @@ def outcome(decode, original: bytes, limit: float | None = None) -> str:
     return "original" if out == original else "WRONG OUTPUT"
 
 
+SLOW_SECONDS = 20  # a damaged seed file decodes in well under a second; past this it is stopped
+
+
 def is_finding(result: str) -> bool:
-    return result.startswith(("CRASH", "WRONG"))
+    return result.startswith(("CRASH", "WRONG", "SLOW"))

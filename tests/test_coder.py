@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lmzip import coder
+from lmzip.errors import ChecksumError
 
 
 def random_tables(rng, steps: int, vocab: int, precision: int):
@@ -112,13 +113,71 @@ def test_extreme_tables():
 
 
 def test_damaged_stream_never_escapes_the_table():
-    """Random bytes as a stream: targets stay in [0, total), so the caller's lookup cannot fail."""
+    """Random bytes as a stream: targets stay in [0, total), so the caller's lookup cannot fail,
+    and the decoder stops (overrun) once it reads OVERRUN_BYTES past the stream's end."""
     rng = np.random.default_rng(1)
     dec = coder.Decoder([rng.bytes(64)], 16)
-    for _ in range(200):
-        t = dec.targets(np.array([True]))
-        assert 0 <= t[0] < 1 << 16
-        dec.consume(np.array([t[0]]), np.array([1]), np.array([True]))
+    with pytest.raises(ChecksumError, match="payload ends before its tokens"):
+        for step in range(200):
+            t = dec.targets(np.array([True]))
+            assert 0 <= t[0] < 1 << 16
+            dec.consume(np.array([t[0]]), np.array([1]), np.array([True]))
+    assert 8 + 2 * (step + 1) == 64 + coder.OVERRUN_BYTES  # 8 bytes read ahead, then 2 a symbol
+
+
+def _finish_reference(prefix: bytes, low: int, rng: int) -> bytes:
+    """The stream ``_finish`` must write: the point of [low, low + rng) with the most trailing zero
+    bits that is not 0 mod 2^64 (the smallest such), carried into ``prefix``, to its last 1 bit."""
+    for k in range(63, -1, -1):
+        point = -(-low // (1 << k)) * (1 << k)
+        if point % (1 << 64) == 0:
+            point += 1 << k
+        if point < low + rng:
+            break
+    value = (int.from_bytes(prefix, "big") << 64) + point
+    return value.to_bytes(len(prefix) + 8, "big").rstrip(b"\0")
+
+
+@pytest.mark.parametrize("low,rng", [
+    (0, 1 << 56),  # nothing coded past zero: the point 0 is refused, 2^55 taken
+    (0, (1 << 64) - 1),
+    ((1 << 64) - (1 << 56), 1 << 56),  # the interval reaches 1.0: the carry point is refused
+    ((1 << 64) - 5, (1 << 60)),  # the best point carries into the prefix's 0xFF bytes
+    (0x0123456789ABCDEF, 1 << 57),
+    (1, (1 << 56) + 3),
+] + [(int(a), int(b)) for a, b in zip(np.random.default_rng(5).integers(0, 2**63, 40, dtype=np.uint64) * 2,
+                                       np.random.default_rng(6).integers(2**56, 2**63, 40, dtype=np.uint64))])
+def test_finish_matches_a_reference(low, rng):
+    rng = min(rng, (1 << 64) - 1)
+    prefix = b"\x12\xff\xff"
+    out = np.zeros(len(prefix) + 8, dtype=np.uint8)
+    out[: len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    pos = coder._finish(out, len(prefix), np.uint64(low), np.uint64(rng))
+    written = out[:pos].tobytes()
+    assert written == _finish_reference(prefix, low, rng)
+    assert pos > len(prefix) and written[-1] != 0  # at least one byte past what was coded
+
+
+@pytest.mark.parametrize("symbols", ["first", "last"])
+def test_streams_pinned_to_an_end_of_the_table_decode_and_then_overrun(symbols):
+    """Symbols always at start 0 leave the coder's low at 0, symbols always at the top push its
+    interval against 1.0: the two places a shortest final point could be 0 mod 2^64, where the
+    stream would end before its symbols did. Both decode to the count, and not one symbol past it."""
+    precision, steps = 24, 300
+    total = 1 << precision
+    freqs_row = np.array([total // 3, total - 2 * (total // 3), total // 3], dtype=np.int64)
+    cdf_row = np.cumsum(freqs_row) - freqs_row
+    pick = 0 if symbols == "first" else 2
+    streams = coder.encode(np.full((1, steps), cdf_row[pick]), np.full((1, steps), freqs_row[pick]),
+                           np.array([steps]), precision)
+    assert streams[0] and streams[0][-1] != 0
+    decoded = decode_all(streams, [steps], [[freqs_row] * steps], [[cdf_row] * steps], precision)
+    assert (decoded[0] == pick).all()
+    dec = coder.Decoder(streams, precision)
+    with pytest.raises(ChecksumError):
+        for _ in range(steps + 90):  # 1.58 bits a symbol: 16 bytes of overrun within 82 more
+            dec.targets(np.array([True]))
+            dec.consume(np.array([cdf_row[pick]]), np.array([freqs_row[pick]]), np.array([True]))
 
 
 def test_rejects_bad_precision():
