@@ -87,7 +87,8 @@ def _worker(job: tuple) -> tuple[collections.Counter, list[str]]:
     files, flips, size, frame_bytes, model_dir, wrong_dir, seed, default_flips = job
     from lmzip import LMZip, container
 
-    container.FRAME_BYTES = frame_bytes  # what the encoder cuts at; the decoder's bound only falls
+    default_frame = container.FRAME_BYTES
+    container.FRAME_BYTES = frame_bytes  # what the encoder cuts at; the decoder's bound falls with it
     codec = LMZip(model_dir, chunk_tokens=CHUNK_TOKENS, batch_size=1, threads=1)  # one core a worker
     counts, findings = collections.Counter(), []
     rng = random.Random(seed)
@@ -98,9 +99,11 @@ def _worker(job: tuple) -> tuple[collections.Counter, list[str]]:
         for kind, damaged in _cases(blobs[f], others, flips, rng):
             result = damage.outcome(lambda: codec.decompress(damaged), original, damage.SLOW_SECONDS)
             _count(counts, findings, Path(f).name, kind, result)
+        print(f"{Path(f).name}: {sum(counts.values())} cases so far", file=sys.stderr, flush=True)
         wrong = LMZip(wrong_dir, batch_size=1, threads=1)
         result = damage.outcome(lambda: wrong.decompress(blobs[f]), original, damage.SLOW_SECONDS)
         _count(counts, findings, Path(f).name, "wrong model", result)
+    container.FRAME_BYTES = default_frame  # the default model's golden files have frames of their own size
     if files[1]:
         smol = LMZip("smollm2-135m", device="cpu", threads=1)
         for path in files[1]:
