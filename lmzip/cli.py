@@ -196,7 +196,7 @@ _coding_options = _options(
                  help="Tokens a text chunk [default: as long as filling one batch allows, at least "
                       f"{chunking.MIN_CHUNK_TOKENS}]. Each chunk starts with no context: longer chunks "
                       "compress better, shorter ones fill more rows."),
-    click.option("--context", type=click.IntRange(2, codec.MAX_CONTEXT), default=codec.DEFAULT_CONTEXT, show_default=True,
+    click.option("--context", type=click.IntRange(codec.MIN_CONTEXT, codec.MAX_CONTEXT), default=codec.DEFAULT_CONTEXT, show_default=True,
                  help="KV-cache slots a row: every token is predicted from the last context/2 to "
                       "context tokens of its chunk. Memory grows with batch size x context."),
 )

@@ -37,7 +37,7 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # 489/467 to 321/331 B/s compress/decompress, as 21 rows of 2048 tokens replaced 41 of 512
 # (benchmarks/roundtrip-smollm2-135m.md). Inputs of 48 x 2048 tokens and more keep every row busy.
 DEFAULT_CONTEXT = 512
-MAX_CONTEXT = intmodel.MAX_SLOTS  # the longest KV window a row may have
+MIN_CONTEXT, MAX_CONTEXT = intmodel.MIN_SLOTS, intmodel.MAX_SLOTS  # the KV window a row may have
 DEFAULT_BATCH_SIZE = 48
 CODER = "range64"
 ENGINES = ("int", "float")  # the exact integer engine (default), or float32 replay (engine.py)
@@ -150,8 +150,8 @@ class LMZip:
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
                  precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int") -> None:
-        if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not 2 <= context <= MAX_CONTEXT:
-            raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in 2..{MAX_CONTEXT}")
+        if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
+            raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
         dtype = _dtype_for(engine, dtype)
         self.engine = engine
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
@@ -228,7 +228,7 @@ class LMZip:
                 f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"
             )
         if (coding["coder"] != CODER or coding["start_token"] != self.lm.start_token
-                or not 2 <= coding["context"] <= MAX_CONTEXT
+                or not MIN_CONTEXT <= coding["context"] <= MAX_CONTEXT
                 or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
             raise ReplayError(f"unsupported coding parameters: {coding}")
         if self.engine == "float":

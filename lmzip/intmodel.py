@@ -153,6 +153,7 @@ def _exp_table(one: int) -> np.ndarray:
 
 
 MAX_SLOTS = 4096  # the longest KV window: RoPE tables cover slots 0..MAX_SLOTS-1
+MIN_SLOTS = 3  # the sink and slots // 2 kept tokens must leave a slot free when the window moves
 
 
 def _rope_params(config, kind: str) -> tuple[str, float, float]:
@@ -365,8 +366,8 @@ class Cache:
     """
 
     def __init__(self, model: IntModel, rows: int, slots: int, device: torch.device) -> None:
-        if not 2 <= slots <= MAX_SLOTS:
-            raise ValueError(f"the KV window must have 2 to {MAX_SLOTS} slots")
+        if not MIN_SLOTS <= slots <= MAX_SLOTS:
+            raise ValueError(f"the KV window must have {MIN_SLOTS} to {MAX_SLOTS} slots")
         c = model.config
         n = len(model.layers)
         self.slots, self.keep, self.used = slots, slots // 2, 0

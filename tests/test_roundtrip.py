@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmzip import LMZip, chunking, container
+from lmzip import codec as codec_module
 from lmzip.chunking import Kind
 
 CASES = {
@@ -52,15 +53,23 @@ def test_many_chunks_and_batches(codec, tiny_lm):
     assert codec.decompress(blob) == text
 
 
-def test_chunks_longer_than_the_context_run_in_a_window_and_round_trip(tiny_lm):
-    """The cache fills and moves many times within each chunk; the decoder reads the context from the file."""
+@pytest.mark.parametrize("context", [codec_module.MIN_CONTEXT, 16])
+def test_chunks_longer_than_the_context_run_in_a_window_and_round_trip(tiny_lm, context):
+    """The cache fills and moves many times within each chunk (every token at the smallest window,
+    which keeps the sink and one token); the decoder reads the context from the file."""
     text = "".join(f"Line {i}: the window moves, {i * 7 % 13} and {i * i}.\n" for i in range(40)).encode()
-    codec = LMZip(tiny_lm, batch_size=3, chunk_tokens=150, context=16)
+    codec = LMZip(tiny_lm, batch_size=3, chunk_tokens=150, context=context)
     blob = codec.compress(text)
     archive = container.parse(blob)
-    assert archive.header["coding"]["context"] == 16
+    assert archive.header["coding"]["context"] == context
     assert min(e.tokens for e in archive.entries if e.kind == Kind.LM) > 4 * 16
     assert LMZip(tiny_lm, context=999).decompress(blob) == text
+
+
+def test_a_window_with_no_free_slot_is_refused(tiny_lm):
+    """Two slots hold the sink and the one token kept when the window moves, and nothing else."""
+    with pytest.raises(ValueError):
+        LMZip(tiny_lm, context=codec_module.MIN_CONTEXT - 1)
 
 
 def test_default_chunk_length_fills_one_batch(tiny_lm, monkeypatch):
