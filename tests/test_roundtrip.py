@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lmzip import LMZip, chunking, container
-from lmzip import codec as codec_module
 from lmzip.chunking import Kind
+from lmzip.codec import MIN_CONTEXT
 
 CASES = {
     "empty": b"",
@@ -53,7 +53,7 @@ def test_many_chunks_and_batches(codec, tiny_lm):
     assert codec.decompress(blob) == text
 
 
-@pytest.mark.parametrize("context", [codec_module.MIN_CONTEXT, 16])
+@pytest.mark.parametrize("context", [MIN_CONTEXT, 16])
 def test_chunks_longer_than_the_context_run_in_a_window_and_round_trip(tiny_lm, context):
     """The cache fills and moves many times within each chunk (every token at the smallest window,
     which keeps the sink and one token); the decoder reads the context from the file."""
@@ -69,7 +69,7 @@ def test_chunks_longer_than_the_context_run_in_a_window_and_round_trip(tiny_lm, 
 def test_a_window_with_no_free_slot_is_refused(tiny_lm):
     """Two slots hold the sink and the one token kept when the window moves, and nothing else."""
     with pytest.raises(ValueError):
-        LMZip(tiny_lm, context=codec_module.MIN_CONTEXT - 1)
+        LMZip(tiny_lm, context=MIN_CONTEXT - 1)
 
 
 def test_default_chunk_length_fills_one_batch(tiny_lm, monkeypatch):
