@@ -22,7 +22,7 @@ FALLBACK_BYTES = 1 << 20  # a fallback chunk holds at most this much input
 ZSTD_LEVEL = 19
 # Each text chunk starts from an empty context. SmolLM2-135M spends about 200 (prose) to 350
 # (code, math, web) bits more on a chunk's first 256 tokens than deeper in a text, and little
-# more after that (benchmarks/context-curve.md); the table costs about 12 bytes a chunk. So
+# more after that (benchmarks/context-curve.md); the table costs about 10 bytes a chunk. So
 # 2048-token chunks pay a few percent for their starts where 512-token chunks paid about 10%.
 MIN_CHUNK_TOKENS = 2048
 MAX_CHUNK_TOKENS = 1 << 15  # bounds a batch's token and interval buffers, whatever the input size

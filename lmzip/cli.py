@@ -199,8 +199,15 @@ _coding_options = _options(
     click.option("--context", type=click.IntRange(codec.MIN_CONTEXT, codec.MAX_CONTEXT), default=codec.DEFAULT_CONTEXT, show_default=True,
                  help="KV-cache slots a row: every token is predicted from the last context/2 to "
                       "context tokens of its chunk. Memory grows with batch size x context."),
+    click.option("--mixer", type=click.Choice(["on", "off"]),
+                 help="The online mixer (docs/FORMAT.md, mix/1): match and order-2 models of each chunk's own "
+                      "tokens correct the model's tables [default: on with the integer engine]."),
 )
 """The options that shape the coding, shared by ``compress`` and ``bench``."""
+
+
+def _mix(mixer: str | None) -> bool | None:
+    return None if mixer is None else mixer == "on"
 
 
 def _each(files: tuple[str, ...], action, verb: str, quiet: bool) -> None:
@@ -275,7 +282,7 @@ _decoder_options = _options(
 @_QUIET
 @click.pass_context
 def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompress_, test, list_, dtype, batch_size,
-             chunk_tokens, context, engine_name, device, threads, stats, paper_bpc, quiet) -> None:
+             chunk_tokens, context, mixer, engine_name, device, threads, stats, paper_bpc, quiet) -> None:
     """Compress each FILE ('-' for stdin) into FILE.lmz.
 
     As in gzip, -d decompresses, -t tests and -l lists instead; then -m, --batch-size, --threads
@@ -291,9 +298,11 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
     if list_:
         return _list(files)
     _one_output(files, output)
+    if mixer == "on" and engine_name != "int":
+        raise click.UsageError("--mixer on needs the integer engine")
     lz = functools.cache(lambda: codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size,
                                              chunk_tokens=chunk_tokens, context=context, threads=threads,
-                                             engine=engine_name))
+                                             engine=engine_name, mix=_mix(mixer)))
 
     def one(file: str) -> tuple[int, int]:
         dest = _target(file, output, to_stdout, compressing=True)
@@ -450,7 +459,7 @@ def info(files, list_, as_json) -> None:
                 f"model        {h['model']['name']} (fingerprint {h['model']['fingerprint']})",
                 f"coding       {h['coding']}",
                 *([f"replay       {h['replay']}"] if "replay" in h else []),
-                f"original     {a.footer.size} bytes, {a.footer.characters} characters, sha256 {a.footer.sha256}",
+                f"original     {a.footer.size} bytes, {a.footer.characters} characters, {a.footer.algorithm} {a.footer.check}",
                 f"chunks       {len(a.entries)} in {len(a.frames)} frames: " + ", ".join(f"{v} {k}" for k, v in kinds.items()),
                 f"tokens       {sum(e.tokens for e in a.entries)}",
             ]))
@@ -589,7 +598,7 @@ def bpc(files, model, method, window, stride, area, batch_size, device, dtype, f
 @_coding_options
 @click.option("--no-lmzip", is_flag=True, help="Only the classical compressors (fast).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write every row to this CSV.")
-def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, no_lmzip, csv_path) -> None:
+def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, mixer, no_lmzip, csv_path) -> None:
     """Compare lmzip with gzip, bzip2, xz, zstd, brotli and PPMd on your files (round trips verified).
 
     PATHS are files or folders (every file below them). Prints bits per byte by compressor and
@@ -602,7 +611,7 @@ def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, no_lmz
         if not files:
             raise InputError("no files to benchmark")
         lz = None if no_lmzip else codec.LMZip(model, dtype=dtype, batch_size=batch_size,
-                                               chunk_tokens=chunk_tokens, context=context)
+                                               chunk_tokens=chunk_tokens, context=context, mix=_mix(mixer))
         rows = []
         for f in files:
             click.echo(f"lmzip: {f}", err=True)

@@ -6,7 +6,6 @@ import builtins
 import contextlib
 import ctypes
 import functools
-import hashlib
 import io
 import itertools
 import os
@@ -20,7 +19,7 @@ from typing import BinaryIO
 import torch
 import zstandard
 
-from . import chunking, coder, container, engine, intmodel, models, predictor
+from . import chunking, coder, container, engine, intmodel, mixer, models, predictor
 from .chunking import Kind
 from .errors import ChecksumError, ModelError, NotLmzipError, ReplayError
 from .models import LanguageModel
@@ -54,6 +53,7 @@ class Stats:
     lm_chunks: int
     fallback_chunks: int
     ce_bits: float  # the model's cross-entropy of the text chunks under this chunking, before quantisation
+    mixed_bits: float  # the same after the mixer (equal to ce_bits without one)
     ideal_bits: float  # sum of -log2(freq / total) under the quantised tables
     payload_bits: int  # bits the range coder wrote for the text chunks
     fallback_bytes: int  # bytes of zstd or stored chunks
@@ -78,6 +78,7 @@ class Stats:
             rows.append(("paper-method cross-entropy", paper_bits, "windows of 1900 with stride 512, theoretical"))
         rows += [
             ("model cross-entropy", self.ce_bits, "lmzip's chunks: context starts empty at each chunk, then a window"),
+            ("mixed", self.mixed_bits, "online mixer: the chunk's own match and order-2 models"),
             ("quantised ideal", self.ideal_bits, "integer tables: min frequency 1, rounding"),
             ("payload written", float(self.payload_bits), "range coder: truncation, under two bits a chunk to end it"),
             ("+ fallback chunks", float(self.payload_bits + 8 * self.fallback_bytes), "zstd or stored non-text"),
@@ -149,11 +150,15 @@ class LMZip:
     def __init__(self, model: str | LanguageModel = models.DEFAULT_MODEL, *, device: str | None = None,
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
-                 precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int") -> None:
+                 precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int",
+                 mix: bool | None = None) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
+        if mix and engine != "int":
+            raise ValueError("only the integer engine has a mixer")
         dtype = _dtype_for(engine, dtype)
         self.engine = engine
+        self.mix = engine == "int" if mix is None else mix  # the online mixer (mixer.py): on by default
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input
@@ -187,6 +192,8 @@ class LMZip:
     def _header(self, env: dict | None) -> dict:
         coding = {"engine": predictor.ENGINE if self.engine == "int" else engine.ENGINE, "coder": CODER,
                   "precision": self.precision, "context": self.context, "start_token": self.lm.start_token}
+        if self.mix:
+            coding["mixer"] = mixer.REVISION
         header = {
             "model": {"name": self.lm.name, "fingerprint": self._fingerprint(), "vocab": self.lm.vocab_size},
             "coding": coding,
@@ -222,7 +229,7 @@ class LMZip:
         if name != self.engine:
             raise ReplayError(f"file was made by the {name} engine, this codec runs the {self.engine} engine")
         want = header["model"]
-        if want["fingerprint"] != self._fingerprint():
+        if not self._fingerprint().startswith(want["fingerprint"]):  # v6 keeps a prefix (container)
             raise ModelError(
                 f"file was made with model '{want['name']}' (fingerprint {want['fingerprint']}), "
                 f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"
@@ -231,6 +238,9 @@ class LMZip:
                 or not MIN_CONTEXT <= coding["context"] <= MAX_CONTEXT
                 or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
             raise ReplayError(f"unsupported coding parameters: {coding}")
+        if "mixer" in coding and (coding["mixer"] != mixer.REVISION or name != "int"):
+            raise ReplayError(f"file was mixed by mixer '{coding['mixer']}', this build has '{mixer.REVISION}' "
+                              "(integer engine only)")
         if self.engine == "float":
             if coding["dtype"] != self.lm.dtype_name:
                 raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {self.lm.dtype_name}")
@@ -247,7 +257,7 @@ class LMZip:
 
         Concatenated files (members) decode as the concatenation of their contents; each member is
         checked against this codec's model before it decodes. A damaged frame raises once the
-        frames before it are out; a member's SHA-256 is checked after its last frame.
+        frames before it are out; a member's footer check (CRC32) after its last frame.
         """
         return self._members(container.read_members(src), progress, only)
 
@@ -257,16 +267,17 @@ class LMZip:
         step = None if progress is None else (lambda n: progress(n, total))
         for member in members:
             self.check(member.header)
-            sha = hashlib.sha256()
+            digest = container.Digest(member.version)
             for frame in member.frames():
                 total += sum(e.tokens for e in frame.entries)
                 local = None if only is None else {i - first for i in only if 0 <= i - first < len(frame.entries)}
                 data = self._decode(member.header, frame, first, local, step)
                 first += len(frame.entries)
-                sha.update(data)
+                digest.update(data)
                 yield data
-            if only is None and sha.hexdigest() != member.footer.sha256:
-                raise ChecksumError("decoded data failed the SHA-256 of the original")
+            if only is None and not digest.matches(member.footer):
+                raise ChecksumError(f"damaged lmzip file: the decoded data or the footer failed the footer's "
+                                    f"{member.footer.algorithm.upper()}")
 
     def _decode(self, header: dict, frame: container.Frame, first: int, only: set[int] | None,
                 step: engine.Progress | None) -> bytes:
@@ -275,7 +286,8 @@ class LMZip:
         coding, replay = header["coding"], header.get("replay")
         layout = _batches(frame.entries, coding["batch_size"] if replay else self.batch_size)
         out: dict[int, bytes] = {}
-        decode = self.lm.predictor().decode if replay is None else functools.partial(engine.decode_batch, self.lm)
+        decode = (functools.partial(self.lm.predictor().decode, mix="mixer" in coding) if replay is None
+                  else functools.partial(engine.decode_batch, self.lm))
         with engine.threads(replay["threads"] if replay else self.threads):
             for batch in layout:
                 if only is not None and not only.intersection(batch):
@@ -303,10 +315,10 @@ class Encoder(io.BufferedIOBase):
     def __init__(self, lz: LMZip, dst: BinaryIO, progress: Progress | None = None) -> None:
         super().__init__()
         self.lz, self.dst, self.progress = lz, dst, progress
-        self.waiting, self.sha, self.tokens_seen = bytearray(), hashlib.sha256(), 0
+        self.waiting, self.crc, self.tokens_seen = bytearray(), 0, 0
         self.began = time.perf_counter()
         self.env = engine.environment(lz.lm) if lz.engine == "float" else None
-        self.stats = Stats(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0.0)
+        self.stats = Stats(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0)
         self.head = container.head_bytes(lz._header(self.env))
         self._out(self.head, container_part=True)
 
@@ -330,7 +342,7 @@ class Encoder(io.BufferedIOBase):
             if self.waiting:
                 self._frame(bytes(self.waiting))
             s = self.stats
-            self._out(container.Footer(s.input_bytes, s.characters, self.sha.hexdigest()).to_bytes(), True)
+            self._out(container.Footer.sealed(s.input_bytes, s.characters, self.crc).to_bytes(), True)
             s.seconds = time.perf_counter() - self.began
             self.lz.last_stats = s
         finally:
@@ -352,17 +364,18 @@ class Encoder(io.BufferedIOBase):
             for batch in _batches(chunks, lz.batch_size):
                 rows = [chunks[i].tokens for i in batch]
                 if lz.engine == "int":
-                    done = lz.lm.predictor().encode(rows, lz.context, lz.precision, step)
+                    done = lz.lm.predictor().encode(rows, lz.context, lz.precision, step, lz.mix)
                 else:
                     done = engine.encode_batch(lz.lm, rows, lz.context, lz.precision, step)
                 for i, payload in zip(batch, done.payloads):
                     chunks[i].payload = payload
                 s.ce_bits += float(done.ce_bits.sum())
+                s.mixed_bits += float(done.mixed_bits.sum())
                 s.ideal_bits += float(done.ideal_bits.sum())
         frame = container.Frame([container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
                                  for c in chunks], [c.payload for c in chunks])
         lm = [c for c in chunks if c.kind == Kind.LM]
-        self.sha.update(data)
+        self.crc = zlib.crc32(data, self.crc)
         s.input_bytes += len(data)
         s.characters += characters(data)
         s.tokens += sum(len(c.tokens) for c in lm)

@@ -1,45 +1,71 @@
-"""The .lmz container, format version 5 (specified in docs/FORMAT.md).
+"""The .lmz container, format version 6 (specified in docs/FORMAT.md); version 5 files are read too.
 
-    magic (8) | version u16 | header length u32 | header | CRC32 of all before (u32)
-    frames, each: varint chunk count (at least 1) | per chunk varint kind, tokens, raw length,
-                  payload length in bits, and the CRC32 of the chunk's original bytes (u32) |
-                  CRC32 of the table (u32) | payloads, concatenated bit by bit (most significant
-                  first), zero-padded to a whole byte
-    footer: varint 0 | varint size | varint characters | SHA-256 (32) | CRC32 of the footer (u32)
+    magic (4) | version u8 | varint header length | header | CRC32 of all before (u32)
+    frames, each: varint chunk count (at least 1) | per chunk varint tokens << 2 | kind, raw
+                  length and payload length in bits, and the CRC32 of the chunk's original bytes
+                  (u32) | CRC32 of the table (u32) | payloads, concatenated bit by bit (most
+                  significant first), zero-padded to a whole byte
+    footer: varint 0 | varint size | varint characters | CRC32 (u32) of the footer's numbers,
+            started from the CRC32 of the whole input
 
 Frames, as zstd's blocks and xz's, let both ends stream: the encoder writes each frame once it
 is coded, the decoder hands out each frame's bytes once its checksums pass, and neither holds
 more than a frame. The header says only what is known before the input is read (the model, its
-fingerprint and the coding); the footer holds the input's size and SHA-256.
+fingerprint and the coding); the footer holds the input's size and a checksum of all of it.
 
 Payloads are measured in bits because a range-coded chunk ends at its last 1 bit (the decoder
 reads zeros after it): packing to the bit saves about 3.5 bits a chunk over byte alignment. The
 padding bits must be zero, so that no bit of the file goes unchecked.
 
-The header is JSON, raw-deflated against a fixed preset dictionary (``HEADER_DICTIONARY``,
-which is part of the format): about 90 bytes instead of 300. ``check_header`` holds the one
-schema every reader relies on.
+The header is a few tagged binary fields (``FIELDS``); a field equal to its default is left out,
+so a file made with the defaults spends 6 bytes on it, and a one-chunk text file about 40 on
+the whole container. ``check_header`` holds the one schema every reader relies on. Version 5
+(read, never written) began with an 8-byte magic and a JSON header, and ended with a SHA-256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
-MAGIC = b"\x89LMZ\r\n\x1a\n"
-VERSION = 5
+MAGIC = b"\x89LMZ"
+VERSION = 6
+READS = (5, 6)
 FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
-_FIXED = struct.Struct("<8sHI")
+FINGERPRINT_BYTES = 4  # of the model's fingerprint, in a v6 header: 1 in 2^32 that another model passes
 _READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
-HEADER_DICTIONARY = (
+
+# The v6 header's fields: tag -> (path, type, default). Fields are written in tag order, each
+# only where it differs from its default, so a header has exactly one encoding. ``coding.mixer``
+# absent (no mixer) is written as "".
+FIELDS = {
+    1: (("model", "name"), str, "smollm2-135m"),
+    2: (("model", "fingerprint"), bytes, None),
+    3: (("model", "vocab"), int, 49152),
+    4: (("coding", "engine"), str, "int/1"),
+    5: (("coding", "coder"), str, "range64"),
+    6: (("coding", "precision"), int, 30),
+    7: (("coding", "context"), int, 512),
+    8: (("coding", "start_token"), int, 1),
+    9: (("coding", "mixer"), str, "mix/1"),
+    10: (("coding", "batch_size"), int, None),
+    11: (("coding", "dtype"), str, None),
+    12: (("replay",), dict, None),  # JSON: the float engine's environment
+}
+
+# Version 5: an 8-byte magic, a u16 version and a u32 header length; the header was JSON,
+# raw-deflated against this preset dictionary; the footer ended with the input's SHA-256.
+_V5_MAGIC = b"\x89LMZ\r\n\x1a\n"
+_V5_DICTIONARY = (
     b'"replay":{"cpu_capability":"AVX2","AVX512","device":"cpu","cuda","device_name":"NVIDIA ",'
     b'"engine":"lockstep-window-kv/4","threads":2,"torch":"2.13.0+cpu","transformers":"5.24.0"}}'
     b'"batch_size":48,"dtype":"float32","bfloat16",'
@@ -74,19 +100,78 @@ def check_header(header: object) -> dict:
     check(header, SCHEMA, "")
     if "replay" in header:
         check(header, FLOAT_SCHEMA, "")
+    if not isinstance(header["coding"].get("mixer", ""), str):
+        raise NotLmzipError("not an lmzip file: header field 'coding.mixer' is not str")
+    if len(header["model"]["fingerprint"]) < 2 * FINGERPRINT_BYTES:
+        raise NotLmzipError("not an lmzip file: header field 'model.fingerprint' is too short")
     return header
 
 
 def pack_header(header: dict) -> bytes:
-    """Compact, sorted JSON, raw-deflated against the preset dictionary."""
-    body = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=HEADER_DICTIONARY)
-    return packer.compress(body) + packer.flush()
+    """The v6 fields of ``header``, each that differs from its default; ValueError where a value
+    has no encoding (a foreign type, a negative number)."""
+    out = bytearray()
+    for tag, (path, kind, default) in FIELDS.items():
+        value = _get(header, path)
+        if path == ("coding", "mixer") and value is None:
+            value = ""
+        if value is None or (value == default and type(value) is type(default)):
+            continue
+        if kind is int:
+            if type(value) is not int or value < 0:
+                raise ValueError(f"header field {'.'.join(path)} = {value!r} is not a count")
+            raw = _varint(value)
+        elif kind is bytes:
+            raw = bytes.fromhex(value)[:FINGERPRINT_BYTES]
+            raw = _varint(len(raw)) + raw
+        else:
+            if not isinstance(value, kind):
+                raise ValueError(f"header field {'.'.join(path)} = {value!r} is not {kind.__name__}")
+            raw = (json.dumps(value, separators=(",", ":"), sort_keys=True) if kind is dict else value).encode()
+            raw = _varint(len(raw)) + raw
+        out += _varint(tag) + raw
+    return bytes(out)
 
 
-def unpack_header(packed: bytes) -> dict:
+def unpack_header(body: bytes) -> dict:
+    """The header a v6 ``body`` encodes, defaults filled in: NotLmzipError where it is no such encoding."""
+    src, header, last = _Source(io.BytesIO(body)), {"model": {}, "coding": {}}, 0
+    found = {}
     try:
-        unpacker = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY)
+        while src.stream.tell() < len(body):
+            tag = src.varint("header")
+            if tag not in FIELDS or tag <= last:
+                raise NotLmzipError(f"not an lmzip file: header field {tag} is unknown or out of order")
+            last, kind = tag, FIELDS[tag][1]
+            if kind is int:
+                found[tag] = src.varint("header")
+                continue
+            raw = src.take(src.varint("header"), "header")
+            found[tag] = raw.hex() if kind is bytes else json.loads(raw) if kind is dict else raw.decode()
+    except (TruncatedError, ChecksumError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise NotLmzipError(f"not an lmzip file: unreadable header ({exc})") from None
+    for tag, (path, _, default) in FIELDS.items():
+        value = found.get(tag, default)
+        if value is not None and not (path == ("coding", "mixer") and value == ""):
+            obj = header
+            for key in path[:-1]:
+                obj = obj[key]
+            obj[path[-1]] = value
+    return header
+
+
+def _get(header: dict, path: tuple[str, ...]):
+    obj = header
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _unpack_v5_header(packed: bytes) -> dict:
+    try:
+        unpacker = zlib.decompressobj(-15, zdict=_V5_DICTIONARY)
         return json.loads(unpacker.decompress(packed) + unpacker.flush())
     except (zlib.error, ValueError) as exc:
         raise ChecksumError(f"damaged lmzip file: unreadable header ({exc})") from None
@@ -95,7 +180,7 @@ def unpack_header(packed: bytes) -> dict:
 def head_bytes(header: dict) -> bytes:
     """What a member starts with: magic, version, the packed header and its CRC."""
     body = pack_header(header)
-    head = _FIXED.pack(MAGIC, VERSION, len(body)) + body
+    head = MAGIC + bytes([VERSION]) + _varint(len(body)) + body
     return head + struct.pack("<I", zlib.crc32(head))
 
 
@@ -125,7 +210,7 @@ class Frame:
         """The table and its CRC, which also covers ``place`` (``frame_place``): where it belongs."""
         table = bytearray(_varint(len(self.entries)))
         for e in self.entries:
-            for v in (int(e.kind), e.tokens, e.raw_size, e.payload_bits):
+            for v in (e.tokens << 2 | int(e.kind), e.raw_size, e.payload_bits):
                 table += _varint(v)
             table += struct.pack("<I", e.crc)
         return bytes(table) + struct.pack("<I", zlib.crc32(table, zlib.crc32(place)))
@@ -146,15 +231,43 @@ def frame_place(head: bytes, offset: int) -> bytes:
 
 @dataclass
 class Footer:
-    """The whole input of a member: its size in bytes and in characters, and its SHA-256 (hex)."""
+    """The whole input of a member: its size in bytes and in characters, and the check (hex) of
+    it all: v6, the CRC32 of the footer's numbers started from the input's CRC32; v5, the input's SHA-256."""
 
     size: int
     characters: int
-    sha256: str
+    check: str
+    algorithm: str = "crc32"
+
+    @classmethod
+    def sealed(cls, size: int, characters: int, input_crc: int) -> Footer:
+        return cls(size, characters, f"{zlib.crc32(_footer_numbers(size, characters), input_crc):08x}")
 
     def to_bytes(self) -> bytes:
-        body = _varint(0) + _varint(self.size) + _varint(self.characters) + bytes.fromhex(self.sha256)
-        return body + struct.pack("<I", zlib.crc32(body))
+        if self.algorithm != "crc32":
+            raise ValueError("version 5 footers are read, never written")
+        return _footer_numbers(self.size, self.characters) + bytes.fromhex(self.check)
+
+
+def _footer_numbers(size: int, characters: int) -> bytes:
+    return _varint(0) + _varint(size) + _varint(characters)
+
+
+class Digest:
+    """A member's restored bytes, hashed as its footer checks them (``version``: the member's)."""
+
+    def __init__(self, version: int) -> None:
+        self.crc, self.sha = 0, hashlib.sha256() if version < 6 else None
+
+    def update(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        if self.sha is not None:
+            self.sha.update(data)
+
+    def matches(self, footer: Footer) -> bool:
+        if self.sha is not None:
+            return self.sha.hexdigest() == footer.check
+        return Footer.sealed(footer.size, footer.characters, self.crc).check == footer.check
 
 
 @dataclass
@@ -272,22 +385,38 @@ def read_header(stream: BinaryIO) -> dict:
     return _read_head(stream)[0]
 
 
-def _read_head(stream: BinaryIO) -> tuple[dict, bytes]:
-    """The header, and the member's head bytes as read (magic to header CRC)."""
+def _read_head(stream: BinaryIO) -> tuple[dict, bytes, int]:
+    """The header, the member's head bytes as read (magic to header CRC) and its format version."""
     src = _Source(stream)
-    start = stream.read(len(MAGIC))
-    if not start or not MAGIC.startswith(start[: len(MAGIC)]):
+    start = stream.read(len(MAGIC) + 1)
+    if not start or not (MAGIC + b"\r").startswith(start[: len(MAGIC)]):
         raise NotLmzipError("not an lmzip file (bad magic)")
     src.record = bytearray(start)
-    if len(start) < len(MAGIC):
-        src.take(len(MAGIC) - len(start), "header")
-    version, size = struct.unpack("<HI", src.take(6, "header"))
-    if version != VERSION:
-        raise NotLmzipError(f"lmzip format version {version} is not supported (this build reads {VERSION})")
+    if len(start) <= len(MAGIC):
+        src.take(len(MAGIC) + 1 - len(start), "header")
+    version = src.record[len(MAGIC)]
+    if version == _V5_MAGIC[len(MAGIC)]:  # the 8-byte magic of version 5 and before, then a u16 version
+        if bytes(src.record) + src.take(len(_V5_MAGIC) - len(MAGIC) - 1, "header") != _V5_MAGIC:
+            raise NotLmzipError("not an lmzip file (bad magic)")
+        version, size = struct.unpack("<HI", src.take(6, "header"))
+        if version != 5:  # no later version has this layout
+            raise _unsupported(version)
+    elif version == VERSION:
+        size = src.varint("header")
+    else:
+        raise _unsupported(version)
     body = src.take(size, "header")
     head = bytes(src.record)
     src.crc("header")
-    return check_header(unpack_header(body)), head + struct.pack("<I", zlib.crc32(head))
+    header = check_header(_unpack_v5_header(body) if version < 6 else unpack_header(body))
+    if version < 6 and "mixer" in header["coding"]:
+        raise NotLmzipError("not an lmzip file: a version 5 header names a mixer")
+    return header, head + struct.pack("<I", zlib.crc32(head)), version
+
+
+def _unsupported(version: int) -> NotLmzipError:
+    return NotLmzipError(f"lmzip format version {version} is not supported (this build reads "
+                         f"{', '.join(map(str, READS))})")
 
 
 class Member:
@@ -295,7 +424,7 @@ class Member:
     ``footer`` (set once the frames are exhausted and their sizes add up to it)."""
 
     def __init__(self, stream: BinaryIO) -> None:
-        self.header, self._head = _read_head(stream)
+        self.header, self._head, self.version = _read_head(stream)
         self.footer: Footer | None = None
         self._src = _Source(stream)
 
@@ -305,17 +434,21 @@ class Member:
             src.record = bytearray()
             count = src.varint("chunk table")
             if count == 0:
-                self.footer = _read_footer(src, size)
+                self.footer = _read_footer(src, size, self.version)
                 return
-            frame = _read_frame(src, count, frame_place(self._head, size))
+            frame = _read_frame(src, count, frame_place(self._head, size), self.version)
             size += frame.raw_size
             yield frame
 
 
-def _read_frame(src: _Source, count: int, place: bytes) -> Frame:
+def _read_frame(src: _Source, count: int, place: bytes, version: int) -> Frame:
     entries, size = [], 0
     for _ in range(count):
-        kind, tokens, raw_size, payload_bits = (src.varint("chunk table") for _ in range(4))
+        if version < 6:
+            kind, tokens, raw_size, payload_bits = (src.varint("chunk table") for _ in range(4))
+        else:
+            packed, raw_size, payload_bits = (src.varint("chunk table") for _ in range(3))
+            kind, tokens = packed & 3, packed >> 2
         (crc,) = struct.unpack("<I", src.take(4, "chunk table"))
         if kind not in Kind._value2member_map_:
             raise ChecksumError(f"damaged lmzip file: unknown chunk kind {kind}")
@@ -338,9 +471,14 @@ def _read_frame(src: _Source, count: int, place: bytes) -> Frame:
     return Frame(entries, [_unpack(area, offsets[i], e.payload_bits) for i, e in enumerate(entries)])
 
 
-def _read_footer(src: _Source, size: int) -> Footer:
-    footer = Footer(src.varint("footer"), src.varint("footer"), src.take(32, "footer").hex())
-    src.crc("footer")
+def _read_footer(src: _Source, size: int, version: int) -> Footer:
+    """The footer; its check is verified against the restored bytes (``Digest``), but in v5, where
+    it has a CRC of its own."""
+    if version < 6:
+        footer = Footer(src.varint("footer"), src.varint("footer"), src.take(32, "footer").hex(), "sha256")
+        src.crc("footer")
+    else:
+        footer = Footer(src.varint("footer"), src.varint("footer"), src.take(4, "footer").hex())
     if footer.size != size:
         raise ChecksumError("damaged lmzip file: the frames' sizes do not add up to the original size")
     return footer
@@ -378,7 +516,7 @@ class _Prefixed(io.RawIOBase):
 
 def members(blob: bytes) -> list[Archive]:
     """Every member of ``blob``, read whole; every structural check happens here, chunk CRCs and
-    the SHA-256 at decode."""
+    the footer's check at decode."""
     out = []
     for member in read_members(io.BytesIO(blob)):
         frames = list(member.frames())

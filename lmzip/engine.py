@@ -100,6 +100,11 @@ class EncodedBatch:
     ce_bits: np.ndarray  # float cross-entropy of each row, in bits
     ideal_bits: np.ndarray  # sum of -log2(freq / total) of each row
 
+    @property
+    def mixed_bits(self) -> np.ndarray:
+        """The float engine has no mixer: its tables are the model's."""
+        return self.ce_bits
+
 
 def encode_batch(lm: LanguageModel, rows: list[list[int]], context: int, precision: int,
                  progress: Progress | None = None) -> EncodedBatch:

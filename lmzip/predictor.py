@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import coder, exact, intmodel
+from . import coder, exact, intmodel, mixer
 from .intmodel import Cache, IntModel, Runner
 from .quantize import int_intervals, int_lookups
 
@@ -34,7 +34,8 @@ HEAD_TOKENS = 256  # rows of logits built at once: (256, 49152) int64 is 100 MB
 @dataclass
 class Encoded:
     payloads: list[bytes]
-    ce_bits: np.ndarray  # cross-entropy of each row under the integer softmax P / sum(P), before quantisation
+    ce_bits: np.ndarray  # cross-entropy of each row under the model's integer softmax P / sum(P)
+    mixed_bits: np.ndarray  # the same after mixing (``ce_bits`` without a mixer), before quantisation
     ideal_bits: np.ndarray  # sum of -log2(freq / total) of each row
 
 
@@ -61,27 +62,44 @@ class Predictor:
         with torch.inference_mode():
             return self.runner.logits(m, e).cpu().numpy()
 
-    def intervals(self, m: torch.Tensor, e: torch.Tensor, tokens: np.ndarray, precision: int) -> np.ndarray:
-        """``(N, 4)`` ``(start, freq, P, sum P)`` of ``tokens (N,)`` under the tables of states ``(N, D)``, ``(N,)``."""
-        out = np.empty((len(tokens), 4), dtype=np.int64)
+    def intervals(self, m: torch.Tensor, e: torch.Tensor, tokens: np.ndarray, precision: int,
+                  mixing: mixer.State | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 6)`` ``(start, freq, P, sum P)`` of ``tokens (N,)`` under the tables of states
+        ``(N, D)``, ``(N,)``, then ``(P, sum P)`` before mixing; ``mixing`` mixes each table, which
+        predicts the next token of row ``rows[i]``, and learns the token."""
+        out = np.empty((len(tokens), 6), dtype=np.int64)
         for a in range(0, len(tokens), HEAD_TOKENS):
             b = a + HEAD_TOKENS
-            out[a:b] = int_intervals(self._logits(m[a:b], e[a:b]), tokens[a:b], self.model.logit_exp, precision)
+            logits = self._logits(m[a:b], e[a:b])
+            if mixing is not None:
+                out[a:b, 4:] = mixer.observe(mixing, logits, rows[a:b], tokens[a:b], self.model.logit_exp)
+            out[a:b, :4] = int_intervals(logits, tokens[a:b], self.model.logit_exp, precision)
+            if mixing is None:
+                out[a:b, 4:] = out[a:b, 2:4]
         return out
 
-    def lookups(self, m: torch.Tensor, e: torch.Tensor, targets: np.ndarray, precision: int) -> np.ndarray:
-        """``(N, 3)``: the symbol whose interval holds each target, then its start and freq."""
-        return int_lookups(self._logits(m, e), targets, self.model.logit_exp, precision)
+    def lookups(self, m: torch.Tensor, e: torch.Tensor, targets: np.ndarray, precision: int,
+                mixing: mixer.State | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(N, 3)``: the symbol whose interval holds each target, then its start and freq; with
+        ``mixing``, under mixed tables (row ``i`` the next token of row ``rows[i]``), learning the symbols."""
+        logits = self._logits(m, e)
+        if mixing is not None:
+            mixer.predict(mixing, logits, rows, self.model.logit_exp)
+        out = int_lookups(logits, targets, self.model.logit_exp, precision)
+        if mixing is not None:
+            mixer.learn(mixing, rows, out[:, 0])
+        return out
 
-    def encode(self, rows: list[list[int]], slots: int, precision: int, progress: Progress | None = None) -> Encoded:
+    def encode(self, rows: list[list[int]], slots: int, precision: int, progress: Progress | None = None,
+               mix: bool = False) -> Encoded:
         """Code each row of token ids as an independent stream, scored teacher-forced in blocks.
 
         A group of rows is fed ``slots // 2`` tokens a block; each block's tables are coded at
         once, and a row leaves the group when it ends, so neither the states nor short rows'
-        padding grow with the chunk length.
+        padding grow with the chunk length. ``mix`` runs each row's tables through the mixer.
         """
         group, piece = max(1, PREFILL_TOKENS // slots), max(1, slots // 2)
-        payloads, ce, ideal = [], [], []
+        payloads, ce, mixed, ideal = [], [], [], []
         for g in range(0, len(rows), group):
             part = rows[g : g + group]
             lengths = np.array([len(r) for r in part], dtype=np.int64)
@@ -91,28 +109,29 @@ class Predictor:
             for i, r in enumerate(part):
                 fed[i, 1 : len(r)] = r[:-1]
                 want[i, : len(r)] = r
-            pairs = np.ones((len(part), steps, 4), dtype=np.int64)
+            pairs = np.ones((len(part), steps, 6), dtype=np.int64)
             cache, alive = self.start(len(part), slots), np.arange(len(part))
+            mixing = mixer.State.fresh(len(part), steps) if mix else None
             for pos in range(0, steps, piece):
                 alive = _leave(cache, alive, lengths, pos)
                 m, e = self.feed(cache, torch.from_numpy(fed[alive, pos : pos + piece]))  # (A, T, D), (A, T)
                 i, t = np.nonzero(pos + np.arange(m.shape[1])[None, :] < lengths[alive, None])  # live tokens
                 at = torch.from_numpy(i), torch.from_numpy(t)
                 row, col = alive[i], pos + t
-                pairs[row, col] = self.intervals(m[at], e[at], want[row, col], precision)
+                pairs[row, col] = self.intervals(m[at], e[at], want[row, col], precision, mixing, row)
                 if progress:
                     progress(len(i))
             starts, freqs = np.ascontiguousarray(pairs[..., 0]), np.ascontiguousarray(pairs[..., 1])
             payloads += coder.encode(starts, freqs, lengths, precision)
             live = np.arange(steps)[None, :] < lengths[:, None]
             ideal.append(np.where(live, precision - np.log2(freqs), 0.0).sum(axis=1))
-            p = np.maximum(pairs[..., 2], 0.5)  # a token the exp table rounds to 0 counts as half a unit
-            ce.append(np.where(live, np.log2(pairs[..., 3] / p), 0.0).sum(axis=1))
-        empty = np.zeros(0)
-        return Encoded(payloads, np.concatenate(ce) if ce else empty, np.concatenate(ideal) if ideal else empty)
+            ce.append(_bits(pairs[..., 4], pairs[..., 5], live))
+            mixed.append(_bits(pairs[..., 2], pairs[..., 3], live))
+        join = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+        return Encoded(payloads, join(ce), join(mixed), join(ideal))
 
     def decode(self, payloads: list[bytes], lengths: list[int], slots: int, precision: int,
-               progress: Progress | None = None) -> list[list[int]]:
+               progress: Progress | None = None, mix: bool = False) -> list[list[int]]:
         """Invert ``encode`` for one batch of streams, stepping the rows a token at a time; a row
         leaves the batch when it ends."""
         n = len(payloads)
@@ -121,6 +140,7 @@ class Predictor:
         out = np.zeros((n, steps), dtype=np.int64)
         streams = coder.Decoder(payloads, precision)
         cache, alive = self.start(n, slots), np.arange(n)
+        mixing = mixer.State.fresh(n, steps) if mix else None
         x = np.full(n, self.start_token, dtype=np.int64)
         for t in range(steps):
             alive = _leave(cache, alive, lengths_np, t)
@@ -128,13 +148,19 @@ class Predictor:
             active = lengths_np > t
             targets = streams.targets(active)
             chosen = np.zeros((n, 3), dtype=np.int64)
-            chosen[alive] = self.lookups(m[:, 0], e[:, 0], targets[alive], precision)
+            chosen[alive] = self.lookups(m[:, 0], e[:, 0], targets[alive], precision, mixing, alive)
             streams.consume(chosen[:, 1], chosen[:, 2], active)
             x = chosen[:, 0]
             out[:, t] = x
             if progress:
                 progress(len(alive))
         return [out[i, : lengths[i]].tolist() for i in range(n)]
+
+
+def _bits(p: np.ndarray, whole: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Each row's sum of ``log2(whole / p)`` over its live tokens; a ``p`` the exp table rounds to 0
+    counts as half a unit."""
+    return np.where(live, np.log2(whole / np.maximum(p, 0.5)), 0.0).sum(axis=1)
 
 
 def _leave(cache: Cache, alive: np.ndarray, lengths: np.ndarray, pos: int) -> np.ndarray:

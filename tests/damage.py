@@ -69,9 +69,18 @@ def reseal_header(blob: bytes, change) -> bytes:
         return b"".join(a.to_bytes() for a in archives)
     header, end = header_end(blob)
     change(header)
-    body = container.pack_header(header)
-    head = struct.pack("<8sHI", container.MAGIC, container.VERSION, len(body)) + body
-    return head + struct.pack("<I", zlib.crc32(head)) + blob[end:]
+    return container.head_bytes(header) + blob[end:]
+
+
+def v5_head(header: dict) -> bytes:
+    """The head of a version 5 member with ``header``, as the v5 encoder wrote it (JSON, deflated
+    against the v5 dictionary): for testing what this build still reads, types a v6 header cannot
+    even encode included."""
+    body = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=container._V5_DICTIONARY)
+    body = packer.compress(body) + packer.flush()
+    head = struct.pack("<8sHI", container._V5_MAGIC, 5, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head))
 
 
 def _resigned_header(blob: bytes, path: tuple[str, ...], value) -> bytes:

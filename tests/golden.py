@@ -1,7 +1,8 @@
 """The golden files: small .lmz files made once and committed, which every CI run decodes byte for byte.
 
 ``python tests/golden.py`` writes them again; that is right only with a new format or engine
-revision (then say so in docs/FORMAT.md). Each ``NAME.lmz`` in tests/data decodes to ``NAME.orig``.
+revision (then say so in docs/FORMAT.md). Each ``NAME.lmz`` in tests/data decodes to ``NAME.orig``,
+and so does each ``NAME.lmz`` of an older format in its folder (``v5/``), which stays as it was made.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
+FORMATS = {"v6": DATA, "v5": DATA / "v5"}  # where each format's files are; only the newest is written
 
 SAMPLES = {
     "text": b"It was a bright cold day in April, and the clocks were striking thirteen. Winston Smith, his chin "

@@ -4,6 +4,7 @@ exit codes."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,25 @@ def test_compress_then_decompress_keeps_inputs(run, src, tmp_path):
     assert result.exit_code == 0, result.output
     assert src.read_bytes() == TEXT and lmz.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_mixer_off_and_the_stats_that_compare_it(run, src, tmp_path):
+    """--stats shows the bits before and after mixing; --mixer off makes them equal, and a bigger file."""
+    def mixed_and_model_bits(result) -> tuple[float, float]:
+        stages = dict(re.findall(r"^lmzip: (model cross-entropy|mixed) +(\d+)", result.stderr, re.M))
+        return float(stages["model cross-entropy"]), float(stages["mixed"])
+
+    on = run("compress", src, "-o", tmp_path / "on.lmz", "--stats")
+    off = run("compress", src, "-o", tmp_path / "off.lmz", "--stats", "--mixer", "off")
+    assert on.exit_code == off.exit_code == 0
+    model_on, mixed_on = mixed_and_model_bits(on)
+    model_off, mixed_off = mixed_and_model_bits(off)
+    assert model_on == model_off == mixed_off and mixed_on < 0.8 * model_on  # TEXT is one line, 30 times
+    assert (tmp_path / "on.lmz").stat().st_size < (tmp_path / "off.lmz").stat().st_size
+    for name in ("on.lmz", "off.lmz"):
+        assert run("decompress", tmp_path / name, "-c").stdout_bytes == TEXT
+    refused = run("compress", src, "-o", tmp_path / "float.lmz", "--engine", "float", "--mixer", "on")
+    assert refused.exit_code == 2 and "integer engine" in refused.output
 
 
 def test_stdin_to_stdout_and_d_flag(run):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from golden import DATA, MODELS, SAMPLES
+from golden import DATA, FORMATS, MODELS, SAMPLES
 from lmzip import LMZip, container, models
 
 
@@ -18,10 +18,11 @@ def codecs(golden_model_dir):
 
 @pytest.mark.parametrize("tag", list(MODELS))
 @pytest.mark.parametrize("name", list(SAMPLES))
-def test_golden_file_decodes(codecs, tag, name):
+@pytest.mark.parametrize("version", list(FORMATS))
+def test_golden_file_decodes(codecs, version, tag, name):
     if tag not in codecs:
         pytest.skip("default model not installed")
-    blob = (DATA / f"{tag}-{name}.lmz").read_bytes()
+    blob = (FORMATS[version] / f"{tag}-{name}.lmz").read_bytes()
     assert codecs[tag].decompress(blob) == (DATA / f"{tag}-{name}.orig").read_bytes()
 
 

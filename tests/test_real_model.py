@@ -8,7 +8,7 @@ import pytest
 import zstandard
 
 import lmzip
-from lmzip import LMZip, models
+from lmzip import LMZip, chunking, container, models
 
 pytestmark = pytest.mark.skipif(not models.REGISTRY[models.DEFAULT_MODEL].installed(),
                                 reason="default model package not installed")
@@ -33,7 +33,7 @@ def test_default_model_round_trip_and_ratio():
     gguf = models.REGISTRY[models.DEFAULT_MODEL].gguf_path()
     assert lmzip.decompress(blob, model=str(gguf)) == data
     assert s.payload_bits <= s.ideal_bits * 1.001 + 100 * 8
-    assert abs(s.ideal_bits - s.ce_bits) <= 0.001 * s.ce_bits
+    assert abs(s.ideal_bits - s.mixed_bits) <= 0.001 * s.mixed_bits
     # A pretrained model must beat zstd's strongest setting on English prose, payload against payload.
     assert s.payload_bits < 0.6 * 8 * len(zstandard.ZstdCompressor(level=19).compress(data))
 
@@ -55,3 +55,14 @@ def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch, cap
     (entry / "fingerprint").write_text("0" * 32)
     rebuilt = models.load_integer(models.DEFAULT_MODEL, device="cpu")
     assert rebuilt.module is not None and (entry / "fingerprint").read_text() == full.integer_fingerprint
+
+
+def test_a_one_chunk_text_file_spends_at_most_40_bytes_on_its_container():
+    """At the defaults the header is the model's fingerprint alone: magic, version, header, table
+    and footer with every check come to 40 bytes, counted from the parsed file."""
+    blob = lmzip.compress(TEXT)
+    archive = container.parse(blob)
+    assert [e.kind for e in archive.entries] == [chunking.Kind.LM]
+    assert archive.container_bytes <= 40
+    assert len(blob) == archive.container_bytes + -(-archive.entries[0].payload_bits // 8)
+    assert lmzip.decompress(blob) == TEXT

@@ -112,8 +112,23 @@ def test_stats_account_for_every_bit(codec):
     assert s.output_bytes == len(blob) == -(-(s.payload_bits + 8 * s.fallback_bytes) // 8) + s.container_bytes
     # Ending a stream costs at most two bits, and can undercut the ideal (zeros past the end are free).
     assert s.ideal_bits - 16 * s.lm_chunks <= s.payload_bits <= s.ideal_bits * 1.0001 + 2 * s.lm_chunks
-    assert abs(s.ce_bits - s.ideal_bits) <= 0.001 * s.ce_bits
+    assert abs(s.mixed_bits - s.ideal_bits) <= 0.001 * s.mixed_bits
+    assert s.mixed_bits < 0.8 * s.ce_bits  # the text repeats itself, and the mixer remembers it
     assert s.tokens == sum(e.tokens for e in container.parse(blob).entries)
+
+
+def test_the_mixer_can_be_turned_off(codec):
+    """Without the mixer the tables are the model's alone, and the file says so; both decode."""
+    text = ("Alice was beginning to get very tired of sitting by her sister on the bank. " * 20).encode()
+    on = codec.compress(text)
+    on_stats = codec.last_stats
+    plain = LMZip(codec.lm, batch_size=codec.batch_size, chunk_tokens=codec.chunk_tokens, mix=False)
+    off = plain.compress(text)
+    assert "mixer" not in container.parse(off).header["coding"]
+    assert container.parse(on).header["coding"]["mixer"] == "mix/1"
+    assert plain.last_stats.mixed_bits == plain.last_stats.ce_bits == pytest.approx(on_stats.ce_bits)
+    assert len(on) < len(off)
+    assert codec.decompress(off) == text == plain.decompress(on)
 
 
 def test_file_is_deterministic(codec):

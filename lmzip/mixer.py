@@ -1,0 +1,299 @@
+"""An online mixer between the model's integer logits and the coder: what a chunk has already
+said, remembered exactly, corrects what a small model forgets.
+
+Two cheap models read each row's own tokens so far; each predicts at most one next token:
+
+- a **match model**: the token that followed the last occurrence of the current context (found
+  through a hash of the last ``MIN_MATCH`` tokens and verified token by token), with the match's
+  length;
+- an **order-2 model**: the token that last followed the previous two tokens, with a count of how
+  often in a row it was right.
+
+Each candidate token ``c`` then gets a logistic mix, in the paq sense, of the model's log-odds
+for ``c`` and the learned log-odds that each small model is right in its present state, with one
+weight vector per state (match length bucket, order-2 count, which model proposed ``c``). The
+mix is the log-odds the coder should give ``c``; adding the difference to ``c``'s logit gives it
+exactly those odds, with every other token scaled alike. So the table stays the engine's
+(``quantize.int_intervals``), only a few logits move, and the cost a token is one pass over
+the row (its max and sum) whatever the vocabulary. After each token the weights, the models'
+hit rates and the models themselves learn from it.
+
+Everything is integer arithmetic on integer state, so the decoder reproduces every bias on any
+machine; the state is per row and starts afresh with each chunk, which stays decodable alone.
+Log-odds are in ``2**-FS`` nats, as the logits are; probabilities in ``2**-16``; weights in
+``2**-16``. The arithmetic is ``REVISION``: files record it, and another revision computes
+other tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .intmodel import FS
+
+REVISION = "mix/1"
+TABLE_BITS = 16  # slots of each row's hash tables
+MIN_MATCH = 3  # tokens of context a match starts from
+MAX_VERIFY = 32  # a found match is verified (and its length measured) this far back
+CLAMP = 8 << FS  # log-odds are clamped to +-8 nats
+ONE = 1 << 16  # probabilities and weights
+RATE = 5  # hit rates adapt by 2**-RATE a token
+LEARN = 16  # weights move by err * input * 2**-LEARN (a learning rate of 2**(FS - LEARN))
+INPUTS = 4  # the model's log-odds, the match model's, the order-2 model's, a constant 1 nat
+MATCH_BUCKETS = 9  # 0: no match, then lengths 3, 4, 5-6, 7-9, 10-14, 15-22, 23-31, 32 and more
+ORDER2_STATES = 5  # 0: no prediction, then counts 0..3
+ROLES = 3  # the match's candidate with the order-2 model agreeing (or silent), disagreeing; the order-2 one's
+SETS = MATCH_BUCKETS * ORDER2_STATES * ROLES
+INITIAL_WEIGHTS = (ONE, ONE // 4, ONE // 4, 0)
+MAX_WEIGHT = 16 * ONE
+MAX_LENGTH = 1 << 16
+_BOUNDS = np.array([3, 4, 5, 7, 10, 15, 23, 32], dtype=np.int64)  # first length of buckets 1..8
+_LOG_BITS = 12
+_SQUASH_STEP = 6  # the squash table's grid: 2**-6 nats
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``ln(1 + i / 4096)`` and ``e * ln 2`` in ``2**-FS`` nats, and ``squash`` on its grid, in ``2**-16``."""
+    ln_mant = np.rint(np.log1p(np.arange(1 << _LOG_BITS) / 2.0**_LOG_BITS) * 2.0**FS).astype(np.int64)
+    ln_pow = np.rint(np.arange(64) * np.log(2.0) * 2.0**FS).astype(np.int64)
+    s = (np.arange((2 * CLAMP >> _SQUASH_STEP) + 2) * (1 << _SQUASH_STEP) - CLAMP) / 2.0**FS
+    squash = np.clip(np.rint(ONE / (1.0 + np.exp(-s))), 1, ONE - 1).astype(np.int64)
+    return ln_mant, ln_pow, squash
+
+
+LN_MANT, LN_POW, SQUASH = _tables()
+
+
+@dataclass
+class State:
+    """The mixer's state for ``rows`` chunks of at most ``length`` tokens, fresh: as each chunk starts."""
+
+    hist: np.ndarray  # (R, L) int32: each row's tokens so far
+    match: np.ndarray  # (R, 2**TABLE_BITS) int32: context hash -> the position after it (0: none)
+    order2: np.ndarray  # (R, 2**TABLE_BITS) int32: context hash -> (token + 1) << 2 | count (0: none)
+    where: np.ndarray  # (R, 3) int64: tokens so far, the match's pointer, its length (0: no match)
+    hits: np.ndarray  # (R, 2, 9) int64: P(right) of the match model by bucket, of the order-2 one by state
+    weights: np.ndarray  # (R, SETS, INPUTS) int64
+    proposal: np.ndarray  # (R, 4) int64: the match's token (-1: none), its bucket, the order-2 token, state
+    pending: np.ndarray  # (R, 2, 3 + INPUTS) int64: each candidate's token (-1: none), set, p, inputs
+
+    @classmethod
+    def fresh(cls, rows: int, length: int) -> State:
+        size = 1 << TABLE_BITS
+        weights = np.empty((rows, SETS, INPUTS), dtype=np.int64)
+        weights[:] = INITIAL_WEIGHTS
+        return cls(np.zeros((rows, max(length, 1)), np.int32), np.zeros((rows, size), np.int32),
+                   np.zeros((rows, size), np.int32), np.zeros((rows, 3), np.int64),
+                   np.full((rows, 2, 9), ONE // 2, dtype=np.int64), weights,
+                   np.zeros((rows, 4), np.int64), np.zeros((rows, 2, 3 + INPUTS), np.int64))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.hist, self.match, self.order2, self.where, self.hits, self.weights, self.proposal,
+                self.pending, LN_MANT, LN_POW, SQUASH)
+
+
+# -- integer helpers ---------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def ilog(x, ln_mant, ln_pow):
+    """``ln(x)`` in ``2**-FS`` nats for an integer ``1 <= x < 2**50``."""
+    e = 0
+    while (x >> e) > 1:
+        e += 1
+    return ln_pow[e] + ln_mant[((x << _LOG_BITS) >> e) & ((1 << _LOG_BITS) - 1)]
+
+
+@numba.njit(cache=True, nogil=True)
+def log_odds(part, whole, ln_mant, ln_pow):
+    """``ln(part / (whole - part))`` clamped to ``+-CLAMP``, for integers ``0 <= part <= whole``."""
+    if part <= 0:
+        return -CLAMP
+    if part >= whole:
+        return CLAMP
+    return min(max(ilog(part, ln_mant, ln_pow) - ilog(whole - part, ln_mant, ln_pow), -CLAMP), CLAMP)
+
+
+@numba.njit(cache=True, nogil=True)
+def squash(s, table):
+    """``1 / (1 + exp(-s))`` in ``2**-16`` for log-odds ``s`` within ``+-CLAMP``: the table, interpolated."""
+    i, frac = (s + CLAMP) >> _SQUASH_STEP, (s + CLAMP) & ((1 << _SQUASH_STEP) - 1)
+    return table[i] + (((table[i + 1] - table[i]) * frac) >> _SQUASH_STEP)
+
+
+
+
+@numba.njit(cache=True, nogil=True)
+def context_slot(hist, n, order):
+    """The hash-table slot of the ``order`` tokens before position ``n`` of ``hist``."""
+    h = 0x5BD1E995 + order
+    for k in range(n - order, n):
+        h = ((h ^ hist[k]) * 0x2545F491) & 0xFFFFFFFF
+    return h >> (32 - TABLE_BITS)
+
+
+@numba.njit(cache=True, nogil=True)
+def bucket(length):
+    """The match-length bucket, 1..8, of a match of ``length >= MIN_MATCH`` tokens."""
+    b = 0
+    while b < _BOUNDS.shape[0] and length >= _BOUNDS[b]:
+        b += 1
+    return b
+
+
+# -- one row, one token ------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+    """The small models' candidates for row ``r``'s next token, with their sets and inputs 1..3."""
+    n, ptr, length = where[r, 0], where[r, 1], where[r, 2]
+    cm, mb, co, ob = -1, 0, -1, 0
+    if length > 0:
+        cm, mb = np.int64(hist[r, ptr]), bucket(length)
+    if n >= 2:
+        v = np.int64(order2[r, context_slot(hist[r], n, 2)])
+        if v:
+            co, ob = (v >> 2) - 1, (v & 3) + 1
+    proposal[r, 0], proposal[r, 1], proposal[r, 2], proposal[r, 3] = cm, mb, co, ob
+    xm = log_odds(hits[r, 0, mb], ONE, ln_mant, ln_pow) if cm >= 0 else 0
+    xo = log_odds(hits[r, 1, ob], ONE, ln_mant, ln_pow) if co >= 0 else 0
+    base = (mb * ORDER2_STATES + ob) * ROLES
+    pending[r, 0, 0], pending[r, 1, 0] = -1, -1
+    k = 0
+    if cm >= 0:
+        _candidate(pending[r, 0], cm, base + (0 if co < 0 or co == cm else 1), xm, xo)
+        k = 1
+    if co >= 0 and co != cm:
+        _candidate(pending[r, k], co, base + 2, xm, xo)
+
+
+@numba.njit(cache=True, nogil=True)
+def _candidate(p, token, s, xm, xo):
+    p[0], p[1], p[4], p[5], p[6] = token, s, xm, xo, 1 << FS
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix(r, row, exp_table, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+    """Move the logits of row ``r``'s candidates in ``row`` to the mixed log-odds; return the row's
+    max and ``sum(P)`` before (what the model alone gave)."""
+    last, best = exp_table.shape[0] - 1, row[0]
+    for v in range(row.shape[0]):
+        best = max(best, row[v])
+    whole = 0
+    for v in range(row.shape[0]):
+        whole += exp_table[min(best - row[v], last)]
+    bias = np.zeros(2, dtype=np.int64)
+    for k in range(2):
+        p = pending[r, k]
+        if p[0] < 0:
+            continue
+        p[3] = log_odds(exp_table[min(best - row[p[0]], last)], whole, ln_mant, ln_pow)
+        dot = 0
+        for i in range(INPUTS):
+            dot += weights[r, p[1], i] * p[3 + i]
+        s = min(max(dot >> 16, -CLAMP), CLAMP)
+        p[2] = squash(s, sq)
+        bias[k] = s - p[3]
+    for k in range(2):
+        if pending[r, k, 0] >= 0:
+            row[pending[r, k, 0]] += bias[k]
+    return best, whole
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn(r, y, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+    """Row ``r``'s next token was ``y``: the weights, hit rates and both models learn it."""
+    for k in range(2):
+        p = pending[r, k]
+        if p[0] < 0:
+            continue
+        err = ((1 if y == p[0] else 0) << 16) - p[2]
+        for i in range(INPUTS):
+            w = weights[r, p[1], i] + ((err * p[3 + i]) >> LEARN)
+            weights[r, p[1], i] = min(max(w, -MAX_WEIGHT), MAX_WEIGHT)
+    cm, mb, co, ob = proposal[r, 0], proposal[r, 1], proposal[r, 2], proposal[r, 3]
+    if cm >= 0:
+        hits[r, 0, mb] += (((1 if y == cm else 0) << 16) - hits[r, 0, mb]) >> RATE
+    if co >= 0:
+        hits[r, 1, ob] += (((1 if y == co else 0) << 16) - hits[r, 1, ob]) >> RATE
+    n, ptr, length = where[r, 0], where[r, 1], where[r, 2]
+    hist[r, n] = y
+    n += 1
+    if length > 0:
+        if cm == y:
+            ptr, length = ptr + 1, min(length + 1, MAX_LENGTH)
+        else:
+            length = 0
+    if n >= MIN_MATCH:
+        s = context_slot(hist[r], n, MIN_MATCH)
+        if length == 0 and match[r, s] > 0:
+            at, found = np.int64(match[r, s]), 0
+            while found < MAX_VERIFY and found < at and hist[r, at - 1 - found] == hist[r, n - 1 - found]:
+                found += 1
+            if found >= MIN_MATCH:
+                ptr, length = at, found
+        match[r, s] = n
+    if n >= 3:
+        s = context_slot(hist[r], n - 1, 2)
+        v = np.int64(order2[r, s])
+        if v and (v >> 2) - 1 == y:
+            order2[r, s] = v + (1 if v & 3 < 3 else 0)
+        else:
+            order2[r, s] = (y + 1) << 2
+    where[r, 0], where[r, 1], where[r, 2] = n, ptr, length
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _observe(logits, rows, tokens, exp_table, out, hist, match, order2, where, hits, weights, proposal, pending,
+             ln_mant, ln_pow, sq):
+    for i in range(rows.shape[0]):
+        r, y = rows[i], tokens[i]
+        _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+        before = logits[i, y]
+        best, whole = _mix(r, logits[i], exp_table, hist, match, order2, where, hits, weights, proposal, pending,
+                           ln_mant, ln_pow, sq)
+        out[i, 0], out[i, 1] = exp_table[min(best - before, exp_table.shape[0] - 1)], whole
+        _learn(r, y, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _predict(logits, rows, exp_table, hist, match, order2, where, hits, weights, proposal, pending,
+             ln_mant, ln_pow, sq):
+    for i in numba.prange(rows.shape[0]):
+        r = rows[i]
+        _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+        _mix(r, logits[i], exp_table, hist, match, order2, where, hits, weights, proposal, pending,
+             ln_mant, ln_pow, sq)
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_rows(rows, tokens, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+    for i in range(rows.shape[0]):
+        _learn(rows[i], tokens[i], hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+
+
+def observe(state: State, logits: np.ndarray, rows: np.ndarray, tokens: np.ndarray, exp_table: np.ndarray) -> np.ndarray:
+    """Encoding: mix ``logits (N, V)`` in place, logit row ``i`` predicting ``tokens[i]`` of row
+    ``rows[i]``, each row's tokens in order, and learn each token. Returns ``(N, 2)``: the token's
+    ``P`` and the row's ``sum(P)`` under the model alone, before mixing."""
+    out = np.empty((len(rows), 2), dtype=np.int64)
+    _observe(logits, _i64(rows), _i64(tokens), exp_table, out, *state.arrays())
+    return out
+
+
+def predict(state: State, logits: np.ndarray, rows: np.ndarray, exp_table: np.ndarray) -> None:
+    """Decoding: mix ``logits (N, V)`` in place, row ``i`` the next token of ``rows[i]`` (distinct rows)."""
+    _predict(logits, _i64(rows), exp_table, *state.arrays())
+
+
+def learn(state: State, rows: np.ndarray, tokens: np.ndarray) -> None:
+    """Decoding: the tokens ``predict``'s rows turned out to be."""
+    _learn_rows(_i64(rows), _i64(tokens), *state.arrays())
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
