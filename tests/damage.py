@@ -124,7 +124,10 @@ def _resigned_footer(blob: bytes, field: int, value: int) -> bytes:
     except Exception:  # noqa: BLE001
         return blob
     setattr(archive.footer, ("size", "characters")[field % 2], abs(value))
-    return archive.to_bytes()
+    try:
+        return archive.to_bytes()
+    except ValueError:  # a version 5 file: its footer is read, never written
+        return blob
 
 
 class _Missing:
@@ -133,7 +136,8 @@ class _Missing:
 
 
 _MISSING = _Missing()
-HEADER_PATHS = [(a, b) for a, fields in container.SCHEMA.items() for b in fields] + [("model",), ("coding",)]
+HEADER_PATHS = [(a, b) for a, fields in container.SCHEMA.items() for b in fields] + [
+    ("model",), ("coding",), ("coding", "mixer")]
 
 
 def random_ops(rng: random.Random, blob_size: int, count: int) -> list[tuple]:

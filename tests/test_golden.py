@@ -34,3 +34,9 @@ def test_golden_files_are_what_the_encoder_writes_now(codecs):
         then = container.parse((DATA / f"tiny-{name}.lmz").read_bytes())
         now.header["model"]["name"] = then.header["model"]["name"]
         assert (now.header, now.entries, now.payloads) == (then.header, then.entries, then.payloads)
+
+
+def test_members_of_either_version_concatenate(codecs):
+    """A v6 file and a v5 file written one after the other decode as one stream, each by its own rules."""
+    blob = (FORMATS["v6"] / "tiny-text.lmz").read_bytes() + (FORMATS["v5"] / "tiny-code.lmz").read_bytes()
+    assert codecs["tiny"].decompress(blob) == SAMPLES["text"] + SAMPLES["code"]
