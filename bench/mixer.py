@@ -7,7 +7,7 @@ with ``--mixer off``, one right after the other in one process, and each file is
 in a fresh codec and compared byte for byte. Bits are the file's; "model" and "mixed" are the
 cross-entropy before and after the mixer (``--stats``). Times are wall clock on a shared
 machine: compare the two modes' ratio, not the absolute figures.
-Writes benchmarks/mixer.csv and .md (mixer-chunks-N.* with ``--chunk-tokens N``).
+Writes benchmarks/mixer.csv and .md (mixer-FILE...-chunks-N.* with ``--files`` or ``--chunk-tokens``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run(codec: lmzip.LMZip, data: bytes) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bytes", type=int, default=8000, help="bytes of each corpus file")
+    ap.add_argument("--bytes", type=int, default=8000, help="bytes of each corpus file (0: all of it)")
     ap.add_argument("--chunk-tokens", type=int, help="tokens a chunk [default: the codec's choice]")
     ap.add_argument("--files", help="comma-separated corpus paths [default: every corpus file]")
     ap.add_argument("--model", default="smollm2-135m")
@@ -49,7 +49,7 @@ def main() -> None:
         run(codec, paths[0].read_bytes()[:400])
     rows = []
     for path in paths:
-        data = path.read_bytes()[: args.bytes]
+        data = path.read_bytes()[: args.bytes or None]
         a, b = run(on, data), run(off, data)
         rows.append({"file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "input_bytes": len(data),
                      "tokens": a["tokens"], "off_bytes": b["bytes"], "on_bytes": a["bytes"],
@@ -58,11 +58,12 @@ def main() -> None:
                      "off_compress_s": round(b["compress_s"], 2), "on_compress_s": round(a["compress_s"], 2),
                      "off_decompress_s": round(b["decompress_s"], 2), "on_decompress_s": round(a["decompress_s"], 2)})
         print(rows[-1], flush=True)
-    name = "mixer" if args.chunk_tokens is None else f"mixer-chunks-{args.chunk_tokens}"
+    name = "-".join(["mixer", *(p.stem for p in paths if args.files),
+                     *([f"chunks-{args.chunk_tokens}"] if args.chunk_tokens else [])])
     write_csv(f"{name}.csv", rows)
     tot = {k: sum(r[k] for r in rows) for k in rows[0] if k not in ("file", "area")}
     md = [f"# The online mixer ({mixer.REVISION}) against the model alone, {args.model}", "",
-          f"The first {args.bytes} bytes of each file, compressed at the defaults "
+          f"{f'The first {args.bytes} bytes' if args.bytes else 'All'} of each file, compressed at the defaults "
           f"({'chunks chosen by the codec' if args.chunk_tokens is None else f'but chunks of {args.chunk_tokens} tokens'}) "
           "with the mixer and "
           "with `--mixer off`, one after the other in one process; every file decoded again in a fresh codec "
