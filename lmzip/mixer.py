@@ -27,11 +27,13 @@ other tables.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
+from .errors import ReplayError
 from .intmodel import FS
 
 REVISION = "mix/1"
@@ -65,6 +67,16 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 LN_MANT, LN_POW, SQUASH = _tables()
+TABLES_SHA256 = "0f5215bdc1f87efb"  # of the three tables, as every machine must compute them
+
+
+def _check_tables() -> None:
+    """The tables come from the float64 ``log1p`` and ``exp`` of this machine's libm, rounded: a
+    libm that rounds one of them otherwise would code other files, so it is refused instead."""
+    digest = hashlib.sha256(b"".join(t.astype("<i8").tobytes() for t in (LN_MANT, LN_POW, SQUASH)))
+    if digest.hexdigest()[: len(TABLES_SHA256)] != TABLES_SHA256:
+        raise ReplayError("this machine's libm computes the mixer's tables otherwise: it can neither write nor "
+                          "read files made with the mixer (--mixer off writes without it)")
 
 
 @dataclass
@@ -82,6 +94,7 @@ class State:
 
     @classmethod
     def fresh(cls, rows: int, length: int) -> State:
+        _check_tables()
         size = 1 << TABLE_BITS
         weights = np.empty((rows, SETS, INPUTS), dtype=np.int64)
         weights[:] = INITIAL_WEIGHTS

@@ -131,7 +131,8 @@ def _logits(rng: np.random.Generator, n: int, vocab: int) -> np.ndarray:
 def test_the_tables_are_pinned() -> None:
     """The tables are part of the format: a build that computes them otherwise writes other files."""
     digest = hashlib.sha256(b"".join(t.astype("<i8").tobytes() for t in (mixer.LN_MANT, mixer.LN_POW, mixer.SQUASH)))
-    assert digest.hexdigest()[:16] == "0f5215bdc1f87efb"
+    assert digest.hexdigest()[:16] == "0f5215bdc1f87efb" == mixer.TABLES_SHA256
+    assert mixer.SQUASH[0] == 22 and mixer.SQUASH[512] == ONE // 2 and mixer.LN_POW[1] == 2839  # e^-8, 1/2, ln 2
 
 
 @pytest.mark.parametrize("seed", range(3))
