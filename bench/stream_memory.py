@@ -17,7 +17,7 @@ model's quality, and the default model would take days for 200 MB on a CPU, the 
 that model. ``LMZIP_GEMM=numba`` keeps ``exact.choose`` from timing ``_int_mm`` as the faster
 kernel for this model's small shapes on a loaded machine (it then ran 5 times slower); the
 integers are the same either way.
-Writes benchmarks/stream-memory.md.
+Writes benchmarks/stream-memory.md (stream-memory-MBmb.md for another ``--mb``).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main() -> None:
           "",
           "Either end holds one frame of input at a time (docs/FORMAT.md, Frames), so the peak does not grow with "
           "the stream.", "", provenance(), ""]
-    write("stream-memory.md", "\n".join(md))
+    write("stream-memory.md" if args.mb == 200 else f"stream-memory-{args.mb:g}mb.md", "\n".join(md))
 
 
 if __name__ == "__main__":
