@@ -153,8 +153,7 @@ def main() -> None:
           "|---:|---:|---:|---:|---:|---:|", f"| {total} | {named} | {kept} | **{silent}** | **{crash}** | **{slow}** |",
           "",
           "`original` counts damage that left the decoded bytes as they were (a flip in a field no decoder "
-          "reads, such as the model name, which the fingerprint stands behind, or the footer's character "
-          "count, which only informs bits per character). A crash is any exception that is not a named "
+          "reads, such as the model name, which the fingerprint stands behind). A crash is any exception that is not a named "
           f"lmzip error; slow, a decode stopped after {damage.SLOW_SECONDS} s. By damage and outcome:", "",
           "| damage | " + " | ".join(outcomes) + " | total |", "|---|" + "---:|" * (len(outcomes) + 1),
           *[f"| {k} | " + " | ".join(str(counts[k, o]) for o in outcomes) + f" | {sum(counts[k, o] for o in outcomes)} |"
