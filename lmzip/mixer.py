@@ -27,6 +27,7 @@ other tables.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -70,9 +71,10 @@ LN_MANT, LN_POW, SQUASH = _tables()
 TABLES_SHA256 = "0f5215bdc1f87efb"  # of the three tables, as every machine must compute them
 
 
+@functools.cache
 def _check_tables() -> None:
-    """The tables come from the float64 ``log1p`` and ``exp`` of this machine's libm, rounded: a
-    libm that rounds one of them otherwise would code other files, so it is refused instead."""
+    """Once a process: the tables come from the float64 ``log1p`` and ``exp`` of this machine's
+    libm, rounded; a libm that rounds one of them otherwise would code other files, so it is refused."""
     digest = hashlib.sha256(b"".join(t.astype("<i8").tobytes() for t in (LN_MANT, LN_POW, SQUASH)))
     if digest.hexdigest()[: len(TABLES_SHA256)] != TABLES_SHA256:
         raise ReplayError("this machine's libm computes the mixer's tables otherwise: it can neither write nor "
