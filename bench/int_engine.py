@@ -1,7 +1,7 @@
 """The integer engine against the float32 engine, side by side in one run: portability, ratio, speed.
 
     python bench/int_engine.py [--sample-bytes 8000] [--chunk-tokens 512] [--small-bytes 24000]
-                               [--parts portability,ratio,speed]
+                               [--large-bytes 1000000] [--parts portability,ratio,speed]
 
 Writes benchmarks/int-engine-CLASS.md (and .csv files beside it), CLASS the CPU kernel class torch
 runs here (avx2, avx512), since the speeds differ between them by far more than noise:
@@ -12,8 +12,10 @@ runs here (avx2, avx512), since the speeds differ between them by far more than 
   decodes here. The float engine's file is tried the same way.
 - ratio: file bits per byte of both engines on the first ``--sample-bytes`` of every corpus file,
   at the same chunking and context, every integer-engine round trip verified.
-- speed: ``lmzip compress`` and ``decompress`` as commands (start-up included) on a 200-byte file
-  and on the first ``--small-bytes`` of alice29, at the defaults, both engines.
+- speed: ``lmzip compress`` and ``decompress`` as commands (start-up included) on a 200-byte file,
+  the first ``--small-bytes`` of alice29, the whole of alice29 and ``--large-bytes`` of the corpus
+  joined and repeated (0: left out), at the defaults, both engines, with each command's peak RSS;
+  then each input's integer-engine speed as a multiple of the float engine's.
 """
 
 from __future__ import annotations
@@ -34,11 +36,17 @@ import lmzip
 CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def _cli(args: list[str], env: dict | None = None) -> tuple[int, float, str]:
-    began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "lmzip", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    return done.returncode, time.perf_counter() - began, (done.stderr.strip().splitlines() or [""])[-1]
+def _cli(args: list[str], env: dict | None = None) -> tuple[int, float, str, int]:
+    """Run ``lmzip ARGS``: its exit status, wall seconds, last line of stderr and peak RSS in bytes."""
+    with tempfile.TemporaryFile() as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "lmzip", *args], stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - began
+        err.seek(0)
+        last = (err.read().decode(errors="replace").strip().splitlines() or [""])[-1]
+    return os.waitstatus_to_exitcode(status), seconds, last, usage.ru_maxrss * 1024
 
 
 def portability(tmp: Path, sample: bytes) -> list[dict]:
@@ -48,14 +56,14 @@ def portability(tmp: Path, sample: bytes) -> list[dict]:
     for engine in ("int", "float"):
         for enc_name, enc_env in (("here", {}), ("AVX2 cap", CAP)):
             packed = tmp / f"{engine}-{enc_name[:4]}.lmz"
-            rc, _, err = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--engine", engine], enc_env)
+            rc, _, err, _ = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--engine", engine], enc_env)
             if rc:
                 raise SystemExit(f"compress failed: {err}")
             decoders = [("1 thread", {}, ["--threads", "1"]), ("AVX2 cap", CAP, []),
                         ("batch size 1", {}, ["--batch-size", "1"])] if enc_name == "here" else [("here", {}, [])]
             for dec_name, dec_env, extra in decoders:
                 back = tmp / "back.txt"
-                rc, _, err = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q", *extra], dec_env)
+                rc, _, err, _ = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q", *extra], dec_env)
                 ok = rc == 0 and back.read_bytes() == sample
                 rows.append({"engine": engine, "compressed": enc_name, "decompressed": dec_name,
                              "result": "byte-exact" if ok else f"exit {rc}: {err}"})
@@ -65,13 +73,13 @@ def portability(tmp: Path, sample: bytes) -> list[dict]:
 
 def ratio(sample_bytes: int, chunk_tokens: int) -> list[dict]:
     rows = []
-    codecs = {e: lmzip.LMZip(engine=e, chunk_tokens=chunk_tokens) for e in ("int", "float")}
+    codecs = {e: lmzip.LMZip(engine=e, chunk_tokens=chunk_tokens, mix=False) for e in ("int", "float")}
     for path in corpus_files():
-        data = path.read_bytes()[:sample_bytes]
+        data = path.read_bytes()[: sample_bytes or None]
         row = {"file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "bytes": len(data)}
         for engine, codec in codecs.items():
             blob = codec.compress(data)
-            if engine == "int" and lmzip.LMZip(codec.lm, engine=engine).decompress(blob) != data:
+            if engine == "int" and lmzip.LMZip(codec.lm, engine=engine, mix=False).decompress(blob) != data:
                 raise SystemExit(f"round trip FAILED: {path} ({engine})")
             row[f"{engine}_bytes"] = len(blob)
             row[f"{engine}_ce_bits"] = round(codec.last_stats.ce_bits, 1)
@@ -81,23 +89,44 @@ def ratio(sample_bytes: int, chunk_tokens: int) -> list[dict]:
     return rows
 
 
-def speed(tmp: Path, small_bytes: int) -> list[dict]:
+def speed_inputs(small_bytes: int, large_bytes: int) -> list[tuple[str, bytes]]:
     alice = (CORPUS / "prose" / "alice29.txt").read_bytes()
+    inputs = [("200 bytes", alice[:200]), (f"first {small_bytes} bytes of alice29", alice[:small_bytes]),
+              ("alice29", alice)]
+    if large_bytes:
+        corpus = b"".join(p.read_bytes() for p in corpus_files())
+        inputs.append((f"{large_bytes} bytes of the corpus", (corpus * (large_bytes // len(corpus) + 1))[:large_bytes]))
+    return inputs
+
+
+def speed(tmp: Path, inputs: list[tuple[str, bytes]]) -> list[dict]:
     rows = []
-    for label, data in (("200 bytes", alice[:200]), (f"first {small_bytes} bytes of alice29", alice[:small_bytes])):
+    for label, data in inputs:
         src = tmp / "in.txt"
         src.write_bytes(data)
         for engine in ("float", "int"):
             packed, back = tmp / "in.lmz", tmp / "back.txt"
-            rc, c_s, err = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--engine", engine])
-            rc2, d_s, err2 = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q"])
+            rc, c_s, err, c_rss = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--engine", engine])
+            rc2, d_s, err2, d_rss = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q"])
             if rc or rc2 or back.read_bytes() != data:
                 raise SystemExit(f"speed round trip failed: {err} {err2}")
             rows.append({"input": label, "engine": engine, "bytes": len(data), "lmz_bytes": packed.stat().st_size,
                          "compress_s": round(c_s, 1), "decompress_s": round(d_s, 1),
-                         "compress_B_s": round(len(data) / c_s, 1), "decompress_B_s": round(len(data) / d_s, 1)})
+                         "compress_B_s": round(len(data) / c_s, 1), "decompress_B_s": round(len(data) / d_s, 1),
+                         "compress_peak_MB": round(c_rss / 1e6), "decompress_peak_MB": round(d_rss / 1e6)})
             print(rows[-1], flush=True)
     return rows
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    """Each input's integer-engine speed over the float engine's, from the same run."""
+    by = {(r["input"], r["engine"]): r for r in rows}
+    out = []
+    for label in dict.fromkeys(r["input"] for r in rows):
+        f, i = by[label, "float"], by[label, "int"]
+        out.append({"input": label, "compress int/float": f"{f['compress_s'] / i['compress_s']:.2f}x",
+                    "decompress int/float": f"{f['decompress_s'] / i['decompress_s']:.2f}x"})
+    return out
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -108,9 +137,10 @@ def _table(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sample-bytes", type=int, default=8000)
+    ap.add_argument("--sample-bytes", type=int, default=8000, help="ratio: bytes of each file (0: whole files)")
     ap.add_argument("--chunk-tokens", type=int, default=512)
     ap.add_argument("--small-bytes", type=int, default=24000)
+    ap.add_argument("--large-bytes", type=int, default=1_000_000)
     ap.add_argument("--portability-bytes", type=int, default=1000)
     ap.add_argument("--parts", default="portability,ratio,speed")
     args = ap.parse_args()
@@ -130,11 +160,13 @@ def main() -> None:
             write_csv(f"int-engine-{cpu}-ratio.csv", rat)
             lines += ratio_section(rat, args)
         if "speed" in parts:
-            spd = speed(tmp, args.small_bytes)
+            spd = speed(tmp, speed_inputs(args.small_bytes, args.large_bytes))
             write_csv(f"int-engine-{cpu}-speed.csv", spd)
             lines += ["## Speed", "", "Wall time of `lmzip compress` and `lmzip decompress` as commands, start-up "
-                      "(model load, quantisation, GEMM self-test) included, at the defaults, one after another.", "",
-                      *_table(spd), ""]
+                      "(model load from its disk cache, GEMM self-test) included, at the defaults, one after "
+                      "another, every round trip compared byte for byte; peak RSS of each command.", "",
+                      *_table(spd), "", "The integer engine's speed as a multiple of the float engine's, "
+                      "same input, same run:", "", *_table(speedups(spd)), ""]
     write(f"int-engine-{cpu}.md", "\n".join(lines))
 
 
@@ -147,9 +179,10 @@ def ratio_section(rat: list[dict], args: argparse.Namespace) -> list[str]:
         i, f = sum(r["int_bytes"] for r in sel), sum(r["float_bytes"] for r in sel)
         summary.append({"area": area, "bytes": b, "int bits/byte": f"{8 * i / b:.4f}",
                         "float bits/byte": f"{8 * f / b:.4f}", "int over float": f"{100 * (i / f - 1):+.2f}%"})
-    return ["## Ratio", "", f"File bits per byte, the first {args.sample_bytes} bytes of every corpus file, "
-            f"chunks of {args.chunk_tokens} tokens, context {lmzip.codec.DEFAULT_CONTEXT}, both engines in one "
-            "process; every integer-engine file decoded again and compared (the float engine's round "
+    sample = f"the first {args.sample_bytes} bytes of every corpus file" if args.sample_bytes else "every corpus file, whole"
+    return ["## Ratio", "", f"File bits per byte, {sample}, chunks of {args.chunk_tokens} tokens, context "
+            f"{lmzip.codec.DEFAULT_CONTEXT}, both engines in one process, the mixer off (it is the integer "
+            "engine's alone); every integer-engine file decoded again and compared (the float engine's round "
             "trips are the test suite's and the portability table's).", "", *_table(summary), "", *_table(rat), ""]
 
 

@@ -33,15 +33,34 @@ KSPLIT = 1032  # float32: reduction parts short enough that |partial sums| < 2**
 HALF = 256
 
 
-def halves(m: torch.Tensor) -> torch.Tensor:
-    """``(M, K)`` int64 mantissas to ``(2M, K)`` int64: the high halves, then the low ones."""
+def halves(m: torch.Tensor, rows: int = 0) -> torch.Tensor:
+    """``(M, K)`` int64 mantissas to int8 ``(max(2M, rows), K)``: the high halves, then the low
+    ones, then zero rows (which add nothing to a product). numba on a CPU, else ``torch_halves``."""
+    return torch.from_numpy(kernels.halves(m.numpy(), rows)) if m.device.type == "cpu" else torch_halves(m, rows)
+
+
+def join(acc: torch.Tensor, rows: int, mult: torch.Tensor) -> torch.Tensor:
+    """The products of ``halves``' rows ``acc (>= 2 * rows, N)`` back to ``(rows, N)`` int64, times
+    ``mult (N,)``. numba on a CPU, else ``torch_join``."""
+    if acc.device.type == "cpu":
+        return torch.from_numpy(kernels.join(acc.numpy(), rows, mult.numpy()))
+    return torch_join(acc, rows, mult)
+
+
+def torch_halves(m: torch.Tensor, rows: int = 0) -> torch.Tensor:
     lo = ((m + 128) & 255) - 128
-    return torch.cat([(m - lo) >> 8, lo])
+    x = torch.cat([(m - lo) >> 8, lo]).to(torch.int8)
+    return torch.cat([x, x.new_zeros(rows - x.shape[0], x.shape[1])]) if rows > x.shape[0] else x
+
+
+def torch_join(acc: torch.Tensor, rows: int, mult: torch.Tensor) -> torch.Tensor:
+    return (acc[:rows].long() * HALF + acc[rows : 2 * rows].long()) * mult
 
 
 class Gemm:
-    """``gemm(m, gemm.weight(q, device))``: exact ``m @ q.T`` for int64 ``m (M, K)``,
-    ``|m| <= 2**14``, and int8 ``q (N, K)``. This one is the ``numba`` kernel (CPU only)."""
+    """``gemm(m, gemm.weight(q, device), mult)``: exact ``(m @ q.T) * mult`` for int64 ``m (M, K)``,
+    ``|m| <= 2**14``, int8 ``q (N, K)`` and int64 multipliers ``mult (N,)``, ``|mult| < 2**15``
+    (``|result| < 2**48``). This one is the ``numba`` kernel (CPU only)."""
 
     name = "numba"
 
@@ -49,8 +68,8 @@ class Gemm:
         """The int8 ``(N, K)`` weight in this kernel's form."""
         return np.ascontiguousarray(q)
 
-    def __call__(self, m: torch.Tensor, w) -> torch.Tensor:
-        return kernels.matmul(m, w)
+    def __call__(self, m: torch.Tensor, w, mult: torch.Tensor) -> torch.Tensor:
+        return kernels.matmul(m, w, mult.numpy())
 
 
 class Float32Gemm(Gemm):
@@ -61,15 +80,14 @@ class Float32Gemm(Gemm):
         wt = torch.from_numpy(q.T.astype(np.float32))
         return [wt[k : k + KSPLIT].contiguous().to(device) for k in range(0, q.shape[1], KSPLIT)]
 
-    def __call__(self, m: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, m: torch.Tensor, w: list[torch.Tensor], mult: torch.Tensor) -> torch.Tensor:
         x = halves(m).float()
         acc, k = None, 0
         for part in w:
             y = (x[:, k : k + part.shape[0]] @ part).long()
             acc = y if acc is None else acc + y
             k += part.shape[0]
-        rows = m.shape[0]
-        return acc[:rows] * HALF + acc[rows:]
+        return join(acc, m.shape[0], mult)
 
 
 class Int8Gemm(Gemm):
@@ -78,21 +96,17 @@ class Int8Gemm(Gemm):
     def weight(self, q: np.ndarray, device: torch.device) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(q.T)).to(device)
 
-    def __call__(self, m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = halves(m).to(torch.int8)
-        if x.shape[0] <= 16:  # _int_mm takes more than 16 rows (CUDA); pad with zeros, which add nothing
-            x = torch.cat([x, x.new_zeros(17 - x.shape[0], x.shape[1])])
-        acc = torch._int_mm(x, w).long()
-        rows = m.shape[0]
-        return acc[:rows] * HALF + acc[rows : 2 * rows]
+    def __call__(self, m: torch.Tensor, w: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
+        x = halves(m, rows=17)  # _int_mm takes more than 16 rows (CUDA)
+        return join(torch._int_mm(x, w), m.shape[0], mult)
 
 
 KERNELS = {kernel.name: kernel for kernel in (Gemm, Float32Gemm, Int8Gemm)}
 
 
-def _reference(m: torch.Tensor, q: np.ndarray) -> torch.Tensor:
+def _reference(m: torch.Tensor, q: np.ndarray, mult: torch.Tensor) -> torch.Tensor:
     """Exact in float64: every partial sum is an integer below 2**53."""
-    return (m.double() @ torch.from_numpy(q.T.astype(np.float64)).to(m.device)).long()
+    return (m.double() @ torch.from_numpy(q.T.astype(np.float64)).to(m.device)).long() * mult
 
 
 def _extremes(rng: np.random.Generator, rows: int, cols: int, top: int) -> np.ndarray:
@@ -112,10 +126,12 @@ def self_test(gemm: Gemm, shapes: set[tuple[int, int]], device: torch.device, se
     for n, k in sorted(shapes):
         q = _extremes(rng, min(n, 8192), k, 127).astype(np.int8)
         w = gemm.weight(np.ascontiguousarray(q), device)
+        mult = torch.from_numpy(rng.integers(-(1 << 15) + 1, 1 << 15, q.shape[0])).to(device)
+        mult[:2] = (1 << 15) - 1
         for rows in (1, 24, 130):
             m = torch.from_numpy(_extremes(rng, rows, k, 1 << 14)).to(device)
             try:
-                if not torch.equal(gemm(m, w), _reference(m, q)):
+                if not torch.equal(gemm(m, w, mult), _reference(m, q, mult)):
                     return False
             except RuntimeError:  # no such kernel on this device or build
                 return False
@@ -128,10 +144,12 @@ def _seconds(gemm: Gemm, n: int, k: int, rows: int, device: torch.device, within
     rng = np.random.default_rng(1)
     w = gemm.weight(rng.integers(-127, 128, (n, k)).astype(np.int8), device)
     m = torch.from_numpy(rng.integers(-(1 << 14), (1 << 14) + 1, (rows, k))).to(device)
+    mult = torch.ones(n, dtype=torch.int64, device=device)
+    gemm(m[:1], w, mult)  # loads the kernel's compiled code: not its speed
     runs = []
     for _ in range(4):
         began = time.perf_counter()
-        gemm(m, w)
+        gemm(m, w, mult)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         runs.append(time.perf_counter() - began)

@@ -427,8 +427,7 @@ class Runner:
 
     def linear(self, m: torch.Tensor, e: torch.Tensor, name: str, z: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(R, K)`` mantissas with ``(R,)`` exponents through a Linear: ``(R, N)`` int64 and exponents."""
-        acc = self.gemm(m, self.t[f"{name}.q"])  # (R, N), |acc| < 2**14 * 127 * K
-        return acc * self.t[f"{name}.mult"], e - z  # |.| < 2**48
+        return self.gemm(m, self.t[f"{name}.q"], self.t[f"{name}.mult"]), e - z  # (R, N), |.| < 2**48
 
     def rmsnorm(self, x: torch.Tensor, e: torch.Tensor, norm: Norm, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm of rows ``(..., n)`` of int64 at exponents ``e (...)``: 14-bit mantissas and exponents."""

@@ -4,11 +4,12 @@ the CPU's GEMM.
 Each elementwise kernel computes exactly the integers of the torch code it stands for
 (``intmodel.shift``, ``normalize``, ``Runner.rmsnorm``, ``gate``, ``rotate``, ``_weights`` and
 ``_attend_block``), tested against it (``tests/test_kernels.py``); ``matmul`` computes the exact
-product, tested against Python integers (``tests/test_intengine.py``); ``layer`` chains them
-into one layer's forward pass, tested against the torch forward pass. They exist for speed: a
-decoder step feeds one token a row, and there the torch helpers cost a few hundred small-op
-dispatches a layer, several times the step's matmuls. The torch helpers stay the reference and
-the CUDA path.
+product, and ``halves`` and ``join`` are ``exact``'s CPU steps around ``torch._int_mm``, all tested
+against Python integers (``tests/test_intengine.py``); ``layer`` chains them into one layer's
+forward pass, tested against the torch forward pass. They exist for speed: a decoder step feeds
+one token a row, and there the torch helpers cost a few hundred small-op dispatches a layer,
+several times the step's matmuls; a prefill block's rows are spread over the threads. The torch
+helpers stay the reference and the CUDA path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 MANT = 14  # as intmodel.MANT (intmodel imports this module)
 
 _jit = numba.njit(cache=True, nogil=True)
+_rows_jit = numba.njit(cache=True, nogil=True, parallel=True)  # independent rows, spread over the threads
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -53,11 +55,11 @@ def _isqrt(v):
     return r
 
 
-@_jit
+@_rows_jit
 def _normalize(x, bits):
     """Rows ``x (N, n)`` to 14-bit (``bits``) mantissas ``(N, n)`` and exponents ``(N,)``."""
     m, s = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
-    for i in range(x.shape[0]):
+    for i in numba.prange(x.shape[0]):
         top = 0
         for j in range(x.shape[1]):
             top = max(top, abs(x[i, j]))
@@ -68,14 +70,14 @@ def _normalize(x, bits):
     return m, s
 
 
-@_jit
+@_rows_jit
 def _rmsnorm(x, e, gain, params):
     """``Runner.rmsnorm`` of rows ``x (N, n)`` at exponents ``e (N,)``; ``params``: (z, eps_m, eps_z)."""
     z, eps_m, eps_z = params[0], params[1], params[2]
     n = x.shape[1]
     m, em = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
-    h = np.empty(n, np.int64)
-    for i in range(x.shape[0]):
+    for i in numba.prange(x.shape[0]):
+        h = np.empty(n, np.int64)
         top = 0
         for j in range(n):
             top = max(top, abs(x[i, j]))
@@ -97,11 +99,11 @@ def _rmsnorm(x, e, gain, params):
     return m, em
 
 
-@_jit
+@_rows_jit
 def _gate(x, e, by, table, grid, rng, one):
     out = np.empty(x.shape, np.int64)
     last = table.shape[0] - 1
-    for i in range(x.shape[0]):
+    for i in numba.prange(x.shape[0]):
         for j in range(x.shape[1]):
             x16 = nshift(x[i, j], -(e[i] + 16))
             idx = min(max(nshift(x16, 16 - grid) + (rng << grid), 0), last)
@@ -109,34 +111,34 @@ def _gate(x, e, by, table, grid, rng, one):
     return out
 
 
-@_jit
+@_rows_jit
 def _rotate(m, slots, table, one):
     """RoPE of mantissas ``(R, H, T, d)``: rotated mantissas and exponent changes ``(R, H, T)``."""
     R, H, T, d = m.shape
     out, s = np.empty(m.shape, np.int64), np.empty(m.shape[:3], np.int64)
     half = d // 2
-    row = np.empty(d, np.int64)
-    for a in range(R):
-        for b in range(H):
-            for t in range(T):
-                top = 0
-                for c in range(half):
-                    cos, sin = table[0, slots[t], c], table[1, slots[t], c]
-                    lo, hi = m[a, b, t, c], m[a, b, t, c + half]
-                    row[c] = lo * cos - hi * sin
-                    row[c + half] = hi * cos + lo * sin
-                    top = max(top, abs(row[c]), abs(row[c + half]))
-                si = _bit_length(top) - MANT
-                for c in range(d):
-                    out[a, b, t, c] = nshift(row[c], si)
-                s[a, b, t] = si - one
+    for ab in numba.prange(R * H):
+        a, b = ab // H, ab % H
+        row = np.empty(d, np.int64)
+        for t in range(T):
+            top = 0
+            for c in range(half):
+                cos, sin = table[0, slots[t], c], table[1, slots[t], c]
+                lo, hi = m[a, b, t, c], m[a, b, t, c + half]
+                row[c] = lo * cos - hi * sin
+                row[c + half] = hi * cos + lo * sin
+                top = max(top, abs(row[c]), abs(row[c + half]))
+            si = _bit_length(top) - MANT
+            for c in range(d):
+                out[a, b, t, c] = nshift(row[c], si)
+            s[a, b, t] = si - one
     return out, s
 
 
-@_jit
+@_rows_jit
 def _shift_rows(x, s):
     out = np.empty(x.shape, np.int64)
-    for i in range(x.shape[0]):
+    for i in numba.prange(x.shape[0]):
         for j in range(x.shape[1]):
             out[i, j] = nshift(x[i, j], s[i])
     return out
@@ -190,24 +192,48 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(numba.void(numba.int16[:, ::1], numba.int8[:, ::1], numba.int64[:, ::1]),
+@numba.njit(numba.void(numba.int16[:, ::1], numba.int8[:, ::1], numba.int64[::1], numba.int64[:, ::1]),
             cache=True, nogil=True, parallel=True)
-def _matmul(m, q, out):
+def _matmul(m, q, mult, out):
     rows, k = m.shape
     for n in numba.prange(q.shape[0]):
         for r in range(rows):
             acc = 0
             for k0 in range(0, k, KBLOCK):
                 acc += _dot(m[r, k0 : k0 + KBLOCK], q[n, k0 : k0 + KBLOCK])
-            out[r, n] = acc
+            out[r, n] = acc * mult[n]
 
 
-def matmul(m: torch.Tensor, q: np.ndarray) -> torch.Tensor:
-    """``m @ q.T`` in int64 for CPU int64 mantissas ``m (M, K)``, ``|m| <= 2**14``, and int8 ``q (N, K)``,
-    C-contiguous: exact by construction (int32 sums of at most ``KBLOCK`` products, then int64)."""
+def matmul(m: torch.Tensor, q: np.ndarray, mult: np.ndarray) -> torch.Tensor:
+    """``(m @ q.T) * mult`` in int64 for CPU int64 mantissas ``m (M, K)``, ``|m| <= 2**14``, int8
+    ``q (N, K)``, C-contiguous, and ``mult (N,)``: exact by construction (int32 sums of at most
+    ``KBLOCK`` products, then int64)."""
     out = np.empty((m.shape[0], q.shape[0]), np.int64)
-    _matmul(np.ascontiguousarray(m.numpy(), dtype=np.int16), q, out)
+    _matmul(np.ascontiguousarray(m.numpy(), dtype=np.int16), q, mult, out)
     return torch.from_numpy(out)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def halves(m, rows):
+    """``exact.halves`` of int64 mantissas ``m (M, K)``: int8 ``(max(2M, rows), K)``."""
+    M, K = m.shape
+    out = np.zeros((max(2 * M, rows), K), np.int8) if rows > 2 * M else np.empty((2 * M, K), np.int8)
+    for i in numba.prange(M):
+        for j in range(K):
+            lo = ((m[i, j] + 128) & 255) - 128
+            out[i, j] = (m[i, j] - lo) >> 8
+            out[M + i, j] = lo
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def join(acc, rows, mult):
+    """``exact.join``: ``(256 * acc[i] + acc[rows + i]) * mult`` as int64 ``(rows, N)``."""
+    out = np.empty((rows, acc.shape[1]), np.int64)
+    for i in numba.prange(rows):
+        for j in range(acc.shape[1]):
+            out[i, j] = (np.int64(acc[i, j]) * 256 + np.int64(acc[rows + i, j])) * mult[j]
+    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -270,10 +296,7 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
 def _linear(m, e, w, mult, z):
     """``Runner.linear``: mantissas ``(N, K)`` at exponents ``e`` through int8 ``w (M, K)``."""
     y = np.empty((m.shape[0], w.shape[0]), np.int64)
-    _matmul(m.astype(np.int16), w, y)
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            y[i, j] *= mult[j]
+    _matmul(m.astype(np.int16), w, mult, y)
     return y, e - z
 
 

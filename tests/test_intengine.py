@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from lmzip import LMZip, exact, intmodel, predictor
+from lmzip import LMZip, exact, intmodel, predictor, quantize
 from lmzip.quantize import int_frequencies, int_intervals, int_lookups
 
 TEXT = ("Integer arithmetic is exact whatever the order of additions; the decoder agrees with the encoder. " * 12).encode()
@@ -49,6 +50,18 @@ def test_integer_tables_kernels_match_the_reference(vocab):
         assert (found[:, 1] == cum[rows, symbols]).all() and (found[:, 2] == freqs[rows, symbols]).all()
 
 
+def test_floordiv_matches_python_integers():
+    """The tables' division at its bounds: dividends up to 2**62, divisors up to 2**48 (a row's
+    sum of P), quotients up to 2**30 (a table's budget), each just below, at and past a multiple."""
+    rng = random.Random(6)
+    cases = [(0, 1), (1, 1), ((1 << 62) - 1, 1 << 32), ((1 << 62) - 1, (1 << 48) - 1)]
+    for _ in range(3000):
+        w = rng.choice([rng.randrange(1, 1 << 48), rng.randrange(1, 1 << 20), (1 << 48) - rng.randrange(1, 9)])
+        q = rng.randrange(0, min(1 << 30, ((1 << 62) - w) // w) + 1)
+        cases += [(q * w + d, w) for d in (-1, 0, 1, w - 1) if 0 <= q * w + d < 1 << 62]
+    assert [quantize.floordiv(a, w) for a, w in cases] == [a // w for a, w in cases]
+
+
 def test_integer_helpers_match_python_integers():
     rng = np.random.default_rng(1)
     x = rng.integers(-(1 << 50), 1 << 50, 400)
@@ -64,19 +77,22 @@ def test_integer_helpers_match_python_integers():
 
 def test_every_gemm_kernel_is_exact():
     """numba and float32 always; int8 wherever its self-test passes (it must fail nowhere
-    silently). K = 1536 spans two of numba's int32 blocks, and the extreme rows overflow one."""
+    silently). K = 1536 spans two of numba's int32 blocks, and the extreme rows overflow one;
+    the multipliers reach their bound."""
     rng = np.random.default_rng(2)
     q = rng.integers(-127, 128, (300, 1536)).astype(np.int8)
     q[0], q[1] = 127, -127
+    mult = rng.integers(1, 1 << 15, 300)
+    mult[:3] = (1 << 15) - 1
     kernels = [exact.Gemm(), exact.Float32Gemm()]
     if exact.self_test(exact.Int8Gemm(), {q.shape}, torch.device("cpu")):
         kernels.append(exact.Int8Gemm())
     for rows in (1, 16, 37):
         m = rng.integers(-(1 << 14), (1 << 14) + 1, (rows, 1536))
         m[0], m[-1] = 1 << 14, -(1 << 14)
-        want = (m.astype(object) @ q.T.astype(object)).tolist()
+        want = ((m.astype(object) @ q.T.astype(object)) * mult.astype(object)).tolist()
         for kernel in kernels:
-            got = kernel(torch.from_numpy(m), kernel.weight(q, torch.device("cpu")))
+            got = kernel(torch.from_numpy(m), kernel.weight(q, torch.device("cpu")), torch.from_numpy(mult))
             assert got.numpy().tolist() == want, kernel.name
 
 

@@ -37,6 +37,21 @@ def test_shift_rows_matches_the_torch_helper():
     assert torch.equal(kernels.shift_rows(x, s), intmodel.shift(x, s[..., None]))
 
 
+@pytest.mark.parametrize("rows", [1, 8, 9, 40])
+def test_halves_and_join_match_the_torch_code(rows):
+    """The CPU's steps around ``torch._int_mm`` against the torch statements CUDA runs: mantissas
+    at +-2**14 and at every low half's extremes, zero padding up to 17 rows, int32 and int64 products."""
+    rng = np.random.default_rng(rows)
+    m = torch.from_numpy(rng.integers(-(1 << 14), (1 << 14) + 1, (rows, 70)))
+    m[0, :4] = torch.tensor([1 << 14, -(1 << 14), 127, -128])
+    for pad in (0, 17):
+        assert torch.equal(exact.halves(m, pad), exact.torch_halves(m, pad))
+    mult = torch.from_numpy(rng.integers(1, 1 << 15, 50))
+    for dtype, top in ((torch.int32, 1 << 30), (torch.int64, 1 << 40)):
+        acc = torch.from_numpy(rng.integers(-top, top, (max(2 * rows, 17), 50))).to(dtype)
+        assert torch.equal(exact.join(acc, rows, mult), exact.torch_join(acc, rows, mult))
+
+
 @pytest.fixture(scope="module")
 def runners(tiny_lm):
     model = tiny_lm.predictor().model
