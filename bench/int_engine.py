@@ -3,8 +3,9 @@
     python bench/int_engine.py [--sample-bytes 8000] [--chunk-tokens 512] [--small-bytes 24000]
                                [--large-bytes 1000000] [--parts portability,ratio,speed]
 
-Writes benchmarks/int-engine-CLASS.md (and .csv files beside it), CLASS the CPU kernel class torch
-runs here (avx2, avx512), since the speeds differ between them by far more than noise:
+Writes benchmarks/int-engine-CLASS.md (and .csv files beside it; int-engine-CLASS-PARTS.md for
+some of the parts), CLASS the CPU kernel class torch runs here (avx2, avx512), since the speeds
+differ between them by far more than noise:
 
 - portability: a file compressed here decodes byte for byte in a fresh process with 1 thread, under
   ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (where the int8 GEMM fails its self-test and
@@ -36,17 +37,31 @@ import lmzip
 CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
+def _peak(pid: int) -> int:
+    """A live process's peak RSS (VmHWM) in bytes; 0 once it is gone. (``ru_maxrss`` would count
+    the RSS of this process, which the child had before its exec.)"""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def _cli(args: list[str], env: dict | None = None) -> tuple[int, float, str, int]:
-    """Run ``lmzip ARGS``: its exit status, wall seconds, last line of stderr and peak RSS in bytes."""
+    """Run ``lmzip ARGS``: its exit status, wall seconds, last line of stderr and peak RSS in bytes
+    (read every 50 ms while it runs)."""
     with tempfile.TemporaryFile() as err:
         began = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "lmzip", *args], stdout=subprocess.DEVNULL, stderr=err,
                                 env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _peak(proc.pid))
+            time.sleep(0.05)
         seconds = time.perf_counter() - began
         err.seek(0)
         last = (err.read().decode(errors="replace").strip().splitlines() or [""])[-1]
-    return os.waitstatus_to_exitcode(status), seconds, last, usage.ru_maxrss * 1024
+    return proc.returncode, seconds, last, peak
 
 
 def portability(tmp: Path, sample: bytes) -> list[dict]:
@@ -146,7 +161,8 @@ def main() -> None:
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     cpu = torch.backends.cpu.get_cpu_capability().lower()
-    lines = ["# The integer engine (int/1) against the float32 engine (lockstep-window-kv/4)", "", provenance(), ""]
+    title = "# The integer engine (int/1) against the float32 engine (lockstep-window-kv/4)"
+    lines = [title, "", provenance(), ""]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sample = (CORPUS / "prose" / "alice29.txt").read_bytes()[5000 : 5000 + args.portability_bytes]
@@ -167,7 +183,8 @@ def main() -> None:
                       "another, every round trip compared byte for byte; peak RSS of each command.", "",
                       *_table(spd), "", "The integer engine's speed as a multiple of the float engine's, "
                       "same input, same run:", "", *_table(speedups(spd)), ""]
-    write(f"int-engine-{cpu}.md", "\n".join(lines))
+    named = [p for p in ("portability", "ratio", "speed") if p in parts]
+    write(f"int-engine-{cpu}.md" if len(named) == 3 else f"int-engine-{cpu}-{'-'.join(named)}.md", "\n".join(lines))
 
 
 def ratio_section(rat: list[dict], args: argparse.Namespace) -> list[str]:
