@@ -260,6 +260,24 @@ _decoder_options = _options(
 )
 """How the integer engine's decoder lays out its own work (float-engine files replay theirs)."""
 
+_cluster_options = _options(
+    click.option("--ray", "ray_", is_flag=True, help="Code batches of chunks on a Ray cluster (integer engine; "
+                 "pip install 'lmzip[cluster]'): a local one unless --ray-address names one."),
+    click.option("--ray-address", help="The Ray cluster to join, as ray.init takes it (implies --ray)."),
+    click.option("--workers", type=click.IntRange(1), help="Ray actors, one CPU each [default: one a CPU of the cluster]."),
+)
+
+
+def _cluster(ray_: bool, address: str | None, workers: int | None):
+    """The cluster the options name, or None to code in this process."""
+    if not (ray_ or address):
+        if workers:
+            raise click.UsageError("--workers needs --ray")
+        return None
+    from .cluster import Ray
+
+    return Ray(address, workers)
+
 
 @main.command()
 @_FILES
@@ -279,10 +297,12 @@ _decoder_options = _options(
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (the float engine records them).")
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
+@_cluster_options
 @_QUIET
 @click.pass_context
 def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompress_, test, list_, dtype, batch_size,
-             chunk_tokens, context, mixer, engine_name, device, threads, stats, paper_bpc, quiet) -> None:
+             chunk_tokens, context, mixer, engine_name, device, threads, stats, paper_bpc, ray_, ray_address, workers,
+             quiet) -> None:
     """Compress each FILE ('-' for stdin) into FILE.lmz.
 
     As in gzip, -d decompresses, -t tests and -l lists instead; then -m, --batch-size, --threads
@@ -290,7 +310,9 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
     """
     if decompress_ + test + list_ > 1:
         raise click.UsageError("give at most one of -d, -t and -l")
-    decoding = {"model": _explicit(ctx, "model"), "batch_size": batch_size, "threads": threads, "device": device}
+    cluster = _cluster(ray_, ray_address, workers)
+    decoding = {"model": _explicit(ctx, "model"), "batch_size": batch_size, "threads": threads, "device": device,
+                "cluster": cluster}
     if decompress_:
         return _decompress(files, output, to_stdout, remove, force, quiet, decoding)
     if test:
@@ -300,9 +322,11 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
     _one_output(files, output)
     if mixer == "on" and engine_name != "int":
         raise click.UsageError("--mixer on needs the integer engine")
+    if cluster is not None and engine_name != "int":
+        raise click.UsageError("--ray needs the integer engine")
     lz = functools.cache(lambda: codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size,
                                              chunk_tokens=chunk_tokens, context=context, threads=threads,
-                                             engine=engine_name, mix=_mix(mixer)))
+                                             engine=engine_name, mix=_mix(mixer), cluster=cluster))
 
     def one(file: str) -> tuple[int, int]:
         dest = _target(file, output, to_stdout, compressing=True)
@@ -404,16 +428,18 @@ def _list(files) -> None:
 @click.option("-l", "--list", "list_", is_flag=True, help="List instead (as 'lmzip info --list').")
 @click.option("-m", "--model", help="Use this model instead of the one the file names (it must be the same model).")
 @_decoder_options
+@_cluster_options
 @_QUIET
 def decompress(files, output, to_stdout, keep, remove, force, test, list_, model, batch_size, threads, device,
-               quiet) -> None:
+               ray_, ray_address, workers, quiet) -> None:
     """Decompress each FILE.lmz ('-' for stdin), checking every checksum.
 
     Concatenated .lmz files decode as the concatenation of their contents, as gzip members do.
     """
     if test and list_:
         raise click.UsageError("give at most one of -t and -l")
-    decoding = {"model": model, "batch_size": batch_size, "threads": threads, "device": device}
+    decoding = {"model": model, "batch_size": batch_size, "threads": threads, "device": device,
+                "cluster": _cluster(ray_, ray_address, workers)}
     if test:
         return _verify(files, quiet, decoding)
     if list_:
@@ -425,10 +451,12 @@ def decompress(files, output, to_stdout, keep, remove, force, test, list_, model
 @_FILES
 @click.option("-m", "--model", help="Use this model instead of the one the file names.")
 @_decoder_options
+@_cluster_options
 @_QUIET
-def verify(files, model, batch_size, threads, device, quiet) -> None:
+def verify(files, model, batch_size, threads, device, ray_, ray_address, workers, quiet) -> None:
     """Decode each FILE.lmz in memory and check every checksum; writes nothing."""
-    _verify(files, quiet, {"model": model, "batch_size": batch_size, "threads": threads, "device": device})
+    _verify(files, quiet, {"model": model, "batch_size": batch_size, "threads": threads, "device": device,
+                           "cluster": _cluster(ray_, ray_address, workers)})
 
 
 @main.command()
@@ -557,7 +585,8 @@ def correlate(bpc_table, scores_table, paper, areas, exclude, bpc_column, predic
 
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("-m", "--model", default=models.DEFAULT_MODEL, show_default=True, help="Model to measure.")
+@click.option("-m", "--model", "model_specs", multiple=True, default=[models.DEFAULT_MODEL], show_default=True,
+              help="Model to measure; repeat it to measure several (a row for each model and file).")
 @click.option("--method", type=click.Choice(["paper", "all"]), default="paper", show_default=True,
               help="paper: Huang et al.'s windows (drops the tail); all: every token after the first.")
 @click.option("--window", type=click.IntRange(1), default=1900, show_default=True, help="Input tokens a window.")
@@ -570,22 +599,30 @@ def correlate(bpc_table, scores_table, paper, areas, exclude, bpc_column, predic
 @click.option("-o", "--output", help="Write the table here instead of stdout.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def bpc(files, model, method, window, stride, area, batch_size, device, dtype, fmt, output, force, quiet) -> None:
+@_cluster_options
+def bpc(files, model_specs, method, window, stride, area, batch_size, device, dtype, fmt, output, force, quiet,
+        ray_, ray_address, workers) -> None:
     """Theoretical bits per character of FILES (text, or JSONL with 'content'), as in Huang et al. (2024).
 
-    One row per file: model, corpus, area, characters, bytes, tokens, bits, bpc, bits per byte,
-    method, window, stride. 'lmzip correlate' reads this table as it is.
+    One row per model and file: model, corpus, area, characters, bytes, tokens, bits, bpc, bits
+    per byte, method, window, stride. 'lmzip correlate' reads this table as it is. With --ray,
+    the windows' forward passes run on the cluster's actors, which load each model once.
     """
     from .analysis import bpc as measure_bpc
+
+    cluster = _cluster(ray_, ray_address, workers)
 
     def go() -> None:
         dest = output or "-"
         _check_free(dest, force)
-        lm = codec.LMZip(model, device=device, dtype=dtype, engine="float").lm
         rows = []
-        for path in files:
-            with _Progress(f"bpc {os.path.basename(path)}", quiet) as bar:
-                rows.append(measure_bpc.measure(lm, path, area, window, stride, method, batch_size, bar).as_dict())
+        for spec in model_specs:
+            lm = codec.LMZip(spec, device=device, dtype=dtype, engine="float").lm
+            scorer = cluster.scorer(lm) if cluster else None
+            for path in files:
+                with _Progress(f"bpc {os.path.basename(path)}", quiet) as bar:
+                    rows.append(measure_bpc.measure(lm, path, area, window, stride, method, batch_size, bar,
+                                                    scorer).as_dict())
         text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else _csv(rows)
         _write(dest, text.encode(), force)
 

@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import torch
 import zstandard
@@ -151,11 +151,13 @@ class LMZip:
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
                  precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int",
-                 mix: bool | None = None) -> None:
+                 mix: bool | None = None, cluster: Cluster | None = None) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
         if mix and engine != "int":
             raise ValueError("only the integer engine has a mixer")
+        if cluster is not None and engine != "int":
+            raise ValueError("only the integer engine codes on a cluster (float files replay one machine's arithmetic)")
         dtype = _dtype_for(engine, dtype)
         self.engine = engine
         self.mix = engine == "int" if mix is None else mix  # the online mixer (mixer.py): on by default
@@ -165,6 +167,7 @@ class LMZip:
         self.context = context
         self.precision = precision
         self.threads = threads or torch.get_num_threads()
+        self.workers = Local(self) if cluster is None else cluster.workers(self)
         self.last_stats: Stats | None = None
 
     def compress(self, data: bytes, progress: Progress | None = None) -> bytes:
@@ -206,7 +209,7 @@ class LMZip:
     @classmethod
     def for_header(cls, header: dict, model: str | None = None, **options) -> LMZip:
         """A codec for files with ``header``: its model (or ``model``) and engine; the decoder's own
-        ``options`` (``batch_size``, ``threads``, ``device``) for the integer engine, the file's for
+        ``options`` (``batch_size``, ``threads``, ``device``, ``cluster``) for the integer engine, the file's for
         float replay.
 
         A file names its model, but only a bundled model is loaded on the file's word: a path in a
@@ -219,6 +222,9 @@ class LMZip:
                              "to decode it (-m/--model): lmzip opens no path that a file names")
         if _engine_of(header) == "int":
             return cls(model or header["model"]["name"], engine="int", **options)
+        if options.get("cluster") is not None:
+            raise ReplayError("a float-engine file replays the arithmetic of the machine that wrote it: "
+                              "decode it without a cluster")
         device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
         return cls(model or header["model"]["name"], device=device, dtype=header["coding"]["dtype"], engine="float")
 
@@ -284,19 +290,18 @@ class LMZip:
         """A frame's restored bytes (only of the chunks in ``only``, frame-local indices, if given),
         checked chunk by chunk; ``first`` is the index of its first chunk in the file."""
         coding, replay = header["coding"], header.get("replay")
-        layout = _batches(frame.entries, coding["batch_size"] if replay else self.batch_size)
+        layout = [batch for batch in _batches(frame.entries, coding["batch_size"] if replay else self.batch_size)
+                  if only is None or only.intersection(batch)]
+        jobs = [([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch]) for batch in layout]
+        if replay is None:
+            decoded = self.workers.decode(jobs, coding["context"], coding["precision"], "mixer" in coding, step)
+        else:
+            decoded = _replayed(self.lm, jobs, coding, replay["threads"], step)
         out: dict[int, bytes] = {}
-        decode = (functools.partial(self.lm.predictor().decode, mix="mixer" in coding) if replay is None
-                  else functools.partial(engine.decode_batch, self.lm))
-        with engine.threads(replay["threads"] if replay else self.threads):
-            for batch in layout:
-                if only is not None and not only.intersection(batch):
-                    continue
-                rows = decode([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch],
-                              coding["context"], coding["precision"], step)
-                for i, ids in zip(batch, rows):  # checked batch by batch: damage stops the decoder early
-                    out[i] = _checked(first + i, frame.entries[i], chunking.decode(self.lm.tokenizer, ids).encode(
-                        "utf-8", errors="surrogatepass"))
+        for batch, rows in zip(layout, decoded):
+            for i, ids in zip(batch, rows):  # checked batch by batch: damage stops the decoder early
+                out[i] = _checked(first + i, frame.entries[i], chunking.decode(self.lm.tokenizer, ids).encode(
+                    "utf-8", errors="surrogatepass"))
         for i, (entry, payload) in enumerate(zip(frame.entries, frame.payloads)):
             if (only is None or i in only) and entry.kind != Kind.LM:
                 raw = _unzstd(payload, entry.raw_size, first + i) if entry.kind == Kind.ZSTD else payload
@@ -360,18 +365,18 @@ class Encoder(io.BufferedIOBase):
         _release_free_heap()
         self.tokens_seen += sum(len(c.tokens or ()) for c in chunks)
         step = None if self.progress is None else (lambda n: self.progress(n, self.tokens_seen))
-        with engine.threads(lz.threads):
-            for batch in _batches(chunks, lz.batch_size):
-                rows = [chunks[i].tokens for i in batch]
-                if lz.engine == "int":
-                    done = lz.lm.predictor().encode(rows, lz.context, lz.precision, step, lz.mix)
-                else:
-                    done = engine.encode_batch(lz.lm, rows, lz.context, lz.precision, step)
-                for i, payload in zip(batch, done.payloads):
-                    chunks[i].payload = payload
-                s.ce_bits += float(done.ce_bits.sum())
-                s.mixed_bits += float(done.mixed_bits.sum())
-                s.ideal_bits += float(done.ideal_bits.sum())
+        layout = _batches(chunks, lz.batch_size)
+        jobs = [[chunks[i].tokens for i in batch] for batch in layout]
+        if lz.engine == "int":
+            coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix, step)
+        else:
+            coded = _replaying(lz, jobs, step)
+        for batch, done in zip(layout, coded):
+            for i, payload in zip(batch, done.payloads):
+                chunks[i].payload = payload
+            s.ce_bits += float(done.ce_bits.sum())
+            s.mixed_bits += float(done.mixed_bits.sum())
+            s.ideal_bits += float(done.ideal_bits.sum())
         frame = container.Frame([container.Entry(c.kind, len(c.tokens or ()), len(c.raw), _bits(c), zlib.crc32(c.raw))
                                  for c in chunks], [c.payload for c in chunks])
         lm = [c for c in chunks if c.kind == Kind.LM]
@@ -386,6 +391,54 @@ class Encoder(io.BufferedIOBase):
         place = container.frame_place(self.head, s.input_bytes - len(data))
         self._out(frame.table_bytes(place), container_part=True)
         self._out(frame.payload_bytes())
+
+
+class Workers(Protocol):
+    """Where the integer engine codes a frame's batches of chunks: each batch's result, in order."""
+
+    def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: bool,
+               step: engine.Progress | None) -> Iterator[predictor.Encoded]: ...
+
+    def decode(self, jobs: list[tuple[list[bytes], list[int]]], context: int, precision: int, mix: bool,
+               step: engine.Progress | None) -> Iterator[list[list[int]]]: ...
+
+
+class Cluster(Protocol):
+    """Workers elsewhere (``cluster.Ray``), started for a codec's model."""
+
+    def workers(self, lz: LMZip) -> Workers: ...
+
+
+class Local:
+    """``Workers`` in this process: one batch after another, on the codec's threads."""
+
+    def __init__(self, lz: LMZip) -> None:
+        self.lz = lz
+
+    def encode(self, jobs, context, precision, mix, step):
+        with engine.threads(self.lz.threads):
+            for rows in jobs:
+                yield self.lz.lm.predictor().encode(rows, context, precision, step, mix)
+
+    def decode(self, jobs, context, precision, mix, step):
+        with engine.threads(self.lz.threads):
+            for payloads, lengths in jobs:
+                yield self.lz.lm.predictor().decode(payloads, lengths, context, precision, step, mix)
+
+
+def _replaying(lz: LMZip, jobs: list[list[list[int]]], step: engine.Progress | None) -> Iterator[engine.EncodedBatch]:
+    """The float engine's batches, each coded as the decoder will replay it."""
+    with engine.threads(lz.threads):
+        for rows in jobs:
+            yield engine.encode_batch(lz.lm, rows, lz.context, lz.precision, step)
+
+
+def _replayed(lm: LanguageModel, jobs: list[tuple[list[bytes], list[int]]], coding: dict, threads: int,
+              step: engine.Progress | None) -> Iterator[list[list[int]]]:
+    """A float-engine file's batches, replayed on the encoder's thread count."""
+    with engine.threads(threads):
+        for payloads, lengths in jobs:
+            yield engine.decode_batch(lm, payloads, lengths, coding["context"], coding["precision"], step)
 
 
 def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:
@@ -427,7 +480,7 @@ def compress(data: bytes, model: str = models.DEFAULT_MODEL, **options) -> bytes
 
 def decompress(blob: bytes, model: str | None = None, **options) -> bytes:
     """Decompress a .lmz file with the model it names (or ``model``, a path to the same model);
-    ``options`` (``batch_size``, ``threads``, ``device``) lay out the integer engine's decoding."""
+    ``options`` (``batch_size``, ``threads``, ``device``, ``cluster``) lay out the integer engine's decoding."""
     return b"".join(iter_decompress(io.BytesIO(blob), model, **options))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def windows(n_tokens: int, window: int = PAPER_WINDOW, stride: int = PAPER_STRID
 
 
 @torch.inference_mode()
-def _window_bits(lm: LanguageModel, stream: torch.Tensor, batch: list[tuple[int, int, int]]) -> float:
+def window_nats(lm: LanguageModel, stream: torch.Tensor, batch: list[tuple[int, int, int]]) -> float:
     """Summed cross-entropy (nats) of the scored targets of equally long windows, in one forward pass."""
     ids = torch.stack([stream[b:e] for b, e, _ in batch]).to(lm.device)
     keep = max(e - t for _, e, t in batch)  # scored targets are always a window's last ones
@@ -91,27 +91,36 @@ def _window_bits(lm: LanguageModel, stream: torch.Tensor, batch: list[tuple[int,
     return total
 
 
+def batches(spans: list[tuple[int, int, int]], batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """The windows in forward passes of at most ``batch_size``: windows of one length batch
+    together (only 'all' adds a shorter one, at the end)."""
+    groups: dict[int, list] = {}
+    for span in spans:
+        groups.setdefault(span[1] - span[0], []).append(span)
+    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
+Scorer = Callable[[torch.Tensor, list], Iterator[float]]  # (stream ids, batches) -> each batch's nats, in order
+
+
 def stream_bits(lm: LanguageModel, stream: list[int], window: int = PAPER_WINDOW, stride: int = PAPER_STRIDE,
                 method: str = "paper", batch_size: int = 1,
-                progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
-    """Cross-entropy in bits of a token stream under the windowing rule, and how many targets it scored."""
+                progress: Callable[[int, int], None] | None = None, scorer: Scorer | None = None) -> tuple[float, int]:
+    """Cross-entropy in bits of a token stream under the windowing rule, and how many targets it
+    scored; ``scorer`` scores the batches elsewhere (``cluster.Ray.scorer``), else ``lm`` here."""
     spans = windows(len(stream), window, stride, method)
     if not spans:
         raise InputError(f"{len(stream)} tokens are fewer than one window of {window + 1}; "
                          "use --method all or a smaller --window")
     ids = torch.tensor(stream, dtype=torch.long)
+    plan = batches(spans, batch_size)
+    scores = scorer(ids, plan) if scorer else (window_nats(lm, ids, batch) for batch in plan)
     nats, scored = 0.0, 0
-    # Windows of one length batch together; only 'all' adds a shorter one, at the end.
-    groups: dict[int, list] = {}
-    for span in spans:
-        groups.setdefault(span[1] - span[0], []).append(span)
-    for group in groups.values():
-        for i in range(0, len(group), batch_size):
-            batch = group[i : i + batch_size]
-            nats += _window_bits(lm, ids, batch)
-            scored += sum(e - t for _, e, t in batch)
-            if progress:
-                progress(len(batch), len(spans))
+    for batch, batch_nats in zip(plan, scores):  # summed in the plan's order, wherever each batch ran
+        nats += batch_nats
+        scored += sum(e - t for _, e, t in batch)
+        if progress:
+            progress(len(batch), len(spans))
     return nats / math.log(2), scored
 
 
@@ -135,13 +144,13 @@ def documents(path: str) -> list[str]:
 
 def measure(lm: LanguageModel, path: str, area: str | None = None, window: int = PAPER_WINDOW,
             stride: int = PAPER_STRIDE, method: str = "paper", batch_size: int = 1,
-            progress: Callable[[int, int], None] | None = None) -> BpcResult:
+            progress: Callable[[int, int], None] | None = None, scorer: Scorer | None = None) -> BpcResult:
     """BPC of one corpus file (its documents concatenated) under ``method``."""
     docs = documents(path)
     stream: list[int] = []
     for doc in docs:
         stream.extend(lm.tokenizer.encode(doc))
-    bits, scored = stream_bits(lm, stream, window, stride, method, batch_size, progress)
+    bits, scored = stream_bits(lm, stream, window, stride, method, batch_size, progress, scorer)
     chars = sum(len(d) for d in docs)
     size = sum(len(d.encode("utf-8")) for d in docs)
     return BpcResult(model=lm.name, corpus=Path(path).name, area=area or Path(path).parent.name, characters=chars,
