@@ -23,6 +23,11 @@ class _Worker:
     (``kind`` "int"), or the float one's to score batches of the paper's windows ("float")."""
 
     def __init__(self, model: str, kind: str, dtype: str | None) -> None:
+        import numba
+        import torch
+
+        torch.set_num_threads(1)  # its one CPU: torch and numba would otherwise take every core of the node
+        numba.set_num_threads(1)
         self.kind = kind
         self.lm = models.load_integer(model) if kind == "int" else models.load(model, dtype=dtype)
 
