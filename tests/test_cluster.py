@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from lmzip import LMZip, cluster
-from conftest import CORPUS
 
 ray = pytest.importorskip("ray")
 
@@ -25,7 +25,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def text() -> bytes:
-    return (CORPUS / "prose" / "alice29.txt").read_bytes()[:3000]
+    return (Path(__file__).resolve().parents[1] / "README.md").read_bytes()[:3000]
 
 
 def test_a_cluster_writes_the_local_file_and_decodes_it(tiny_model_dir, local_ray, text):
