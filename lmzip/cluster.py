@@ -59,7 +59,8 @@ def _ray():
 
 class Ray:
     """A ``codec.Cluster`` on Ray: the cluster at ``address`` (None: a local one on this machine),
-    with ``workers`` actors of one CPU each (None: one for each CPU the cluster has)."""
+    with ``workers`` actors of one CPU each (None: one for each CPU the cluster has), the first of
+    them each on a GPU of its own where the cluster has GPUs (``gpus``)."""
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         self.address, self.count = address, workers
@@ -92,17 +93,26 @@ class Ray:
             count = self.count or max(1, cpus)
             if count > cpus:  # the actors past the cluster's CPUs would wait for ever
                 raise InputError(f"{count} Ray workers need {count} CPUs; the cluster has {cpus}")
-            self.started = Actors(ray, (model, kind), dtype, fingerprint, count)
+            self.started = Actors(ray, (model, kind), dtype, fingerprint, gpus(count, ray.cluster_resources()))
         return self.started
+
+
+def gpus(count: int, resources: dict[str, float]) -> list[int]:
+    """The GPUs each of ``count`` actors asks for: one for each of the first, as many as the cluster
+    has, none for the rest. Ray shows an actor only its own GPU, so the model loads there
+    (``models.resolve_device``); the next free actor takes the next batch, so fast ones take more."""
+    on_gpu = min(count, int(resources.get("GPU", 0)))
+    return [1] * on_gpu + [0] * (count - on_gpu)
 
 
 class Actors:
     """``codec.Workers`` on Ray actors: each job goes to the next free actor; results come back in order."""
 
-    def __init__(self, ray, key: tuple[str, str], dtype: str | None, fingerprint: str, count: int) -> None:
+    def __init__(self, ray, key: tuple[str, str], dtype: str | None, fingerprint: str, gpus: list[int]) -> None:
         model, kind = key
         remote = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
-        self.ray, self.key, self.actors = ray, key, [remote.remote(model, kind, dtype) for _ in range(count)]
+        self.ray, self.key, self.count = ray, key, len(gpus)
+        self.actors = [remote.options(num_gpus=n).remote(model, kind, dtype) for n in gpus]
         for actor, found in zip(self.actors, ray.get([a.fingerprint.remote() for a in self.actors])):
             if found != fingerprint:
                 raise ModelError(f"a Ray worker loaded '{model}' with fingerprint {found}, not {fingerprint}: "

@@ -361,7 +361,8 @@ class Encoder(io.BufferedIOBase):
 
     def _frame(self, data: bytes) -> None:
         lz, s = self.lz, self.stats
-        chunks, _ = chunking.split(data, lz.lm.tokenizer, lz.chunk_tokens, lz.batch_size)
+        # enough chunks for a batch on every worker: a cluster's file is the one batch_size x count writes here
+        chunks, _ = chunking.split(data, lz.lm.tokenizer, lz.chunk_tokens, lz.batch_size * lz.workers.count)
         _release_free_heap()
         self.tokens_seen += sum(len(c.tokens or ()) for c in chunks)
         step = None if self.progress is None else (lambda n: self.progress(n, self.tokens_seen))
@@ -396,6 +397,8 @@ class Encoder(io.BufferedIOBase):
 class Workers(Protocol):
     """Where the integer engine codes a frame's batches of chunks: each batch's result, in order."""
 
+    count: int  # how many batches run at once
+
     def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: bool,
                step: engine.Progress | None) -> Iterator[predictor.Encoded]: ...
 
@@ -411,6 +414,8 @@ class Cluster(Protocol):
 
 class Local:
     """``Workers`` in this process: one batch after another, on the codec's threads."""
+
+    count = 1
 
     def __init__(self, lz: LMZip) -> None:
         self.lz = lz

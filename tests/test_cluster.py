@@ -39,6 +39,15 @@ def test_a_cluster_writes_the_local_file_and_decodes_it(tiny_model_dir, local_ra
     assert len(set(pids)) == 2
 
 
+def test_default_chunking_gives_every_worker_a_batch(tiny_model_dir, local_ray):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_bytes()  # over 2 x 2048 tokens
+    there = LMZip(str(tiny_model_dir), batch_size=1, context=16, cluster=local_ray)
+    blob = there.compress(readme)
+    assert there.last_stats.lm_chunks == 2  # one chunk alone would leave a worker idle
+    assert blob == LMZip(str(tiny_model_dir), batch_size=2, context=16).compress(readme)
+    assert there.decompress(blob) == readme
+
+
 def test_a_killed_worker_is_restarted_and_its_batch_coded_again(tiny_model_dir, local_ray, text):
     here = LMZip(str(tiny_model_dir), **OPTIONS)
     workers = local_ray.workers(LMZip(str(tiny_model_dir), **OPTIONS, cluster=local_ray))
@@ -95,3 +104,9 @@ def test_float_engine_and_workers_without_ray_are_refused(tiny_model_dir, local_
 
     result = CliRunner().invoke(main, ["compress", "x.txt", "--workers", "2"])
     assert result.exit_code == 2 and "--workers needs --ray" in result.output
+
+
+def test_the_first_actors_take_the_clusters_gpus():
+    assert cluster.gpus(3, {"CPU": 16.0}) == [0, 0, 0]
+    assert cluster.gpus(3, {"CPU": 16.0, "GPU": 2.0}) == [1, 1, 0]
+    assert cluster.gpus(2, {"CPU": 16.0, "GPU": 8.0}) == [1, 1]
