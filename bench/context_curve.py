@@ -1,6 +1,7 @@
-"""What a chunk's cold start costs: the model's loss against how much context a token has.
+"""What context is worth: the model's loss against how much context a token has, and the integer
+engine's file bits and speed against its KV window.
 
-    python bench/context_curve.py [--model smollm2-135m] [--window 2048] [--per-area 8]
+    python bench/context_curve.py [--parts position files] [--model smollm2-135m] [--window 2048] [--per-area 8]
 
 From each corpus area, ``--per-area`` windows of ``--window`` tokens (spread evenly over the
 area's files) are scored teacher-forced from the start token, in float32. The mean bits a token
@@ -9,21 +10,33 @@ a chunk pays for starting with no context. That excess, with the chunk table's b
 lmzip's minimum chunk length (``chunking.MIN_CHUNK_TOKENS``) and its 512-token context window
 (``codec.DEFAULT_CONTEXT``, which keeps at least 256 tokens) are chosen from. Writes
 benchmarks/context-curve.csv and .md.
+
+The ``files`` part compresses whole alice29 and the first ``FILE_SAMPLE`` bytes of one file of each
+other area with the integer engine at each context of ``CONTEXTS`` (chunks of at least twice the
+context, so that the window slides), side by side in one run, and decodes one chunk of the first
+``DECODE_SAMPLE`` bytes of alice29 at each: file bits per byte, compress and decompress bytes a
+second. Writes benchmarks/context-files.csv and .md.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import time
 
 import numpy as np
 import torch
 from common import CORPUS, provenance, write, write_csv
 
 import lmzip
+from lmzip import chunking
 
 BUCKETS = [(0, 64), (64, 128), (128, 256), (256, 384), (384, 512), (512, 1024), (1024, 2048)]
 DEEP = 512  # positions from here on count as "deep in the text"
+CONTEXTS = [256, 512, 1024, 2048, 4096]
+SAMPLES = ["prose/alice29.txt", "code/click_core.py", "math/hott_basics.tex", "web/html"]
+FILE_SAMPLE = 48000  # bytes of each sample but alice29, which is whole
+DECODE_SAMPLE = 12000  # bytes of alice29 decoded as one chunk (one row) at each context
 
 
 def windows(lm, area: str, count: int, length: int) -> list[list[int]]:
@@ -46,12 +59,8 @@ def position_bits(lm, rows: list[list[int]]) -> np.ndarray:
     return np.mean(out, axis=0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
-    ap.add_argument("--window", type=int, default=2048)
-    ap.add_argument("--per-area", type=int, default=8)
-    args = ap.parse_args()
+def position_curve(args) -> None:
+    """The float model's mean bits at each position of the window: benchmarks/context-curve.*"""
     lm = lmzip.load(args.model)
     areas = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
     rows = []
@@ -78,6 +87,66 @@ def main() -> None:
                   + f" | {r['deep_bits_per_token']:.3f} | {r['excess_bits_first_256']} | {r['excess_bits_first_512']} |")
     md += ["", provenance(), ""]
     write("context-curve.md", "\n".join(md))
+
+
+def _timed(fn):
+    began = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - began
+
+
+def file_curve(args) -> None:
+    """The integer engine's file bits and speed at each context: benchmarks/context-files.*"""
+    samples = {name: (CORPUS / name).read_bytes()[: None if name.startswith("prose/alice29") else FILE_SAMPLE]
+               for name in SAMPLES}
+    head = (CORPUS / SAMPLES[0]).read_bytes()[:DECODE_SAMPLE]
+    lm = None  # the integer model, loaded by the first codec
+    rows = []
+    for context in CONTEXTS:
+        lz = lmzip.LMZip(lm or args.model, context=context,
+                         chunk_tokens=None if 2 * context <= chunking.MIN_CHUNK_TOKENS else 2 * context)
+        lm = lz.lm
+        lz.compress(head[:500])  # the predictor is built, and its kernels loaded, before any timing
+        row = {"context": context, "chunk_tokens": lz.chunk_tokens or chunking.MIN_CHUNK_TOKENS}
+        total_in = total_out = seconds = 0
+        for name, data in samples.items():
+            blob, s = _timed(lambda: lz.compress(data))
+            row[f"bpb {name}"] = round(8 * len(blob) / len(data), 4)
+            total_in, total_out, seconds = total_in + len(data), total_out + len(blob), seconds + s
+        row["bpb all"] = round(8 * total_out / total_in, 4)
+        row["compress B/s"] = round(total_in / seconds)
+        one = lmzip.LMZip(lz.lm, context=context, chunk_tokens=chunking.MIN_CHUNK_TOKENS * 2)
+        blob = one.compress(head)
+        back, s = _timed(lambda: one.decompress(blob))
+        assert back == head, f"context {context}: the round trip differs"
+        row["decompress B/s, one row"] = round(len(head) / s)
+        rows.append(row)
+        print(row, flush=True)
+    write_csv("context-files.csv", rows)
+    cols = list(rows[0])
+    md = [f"# File bits and speed against context, {args.model}, integer engine", "",
+          "Compressed at the defaults but for `--context` (and, past 1024, chunks of twice the context): whole "
+          f"alice29 and the first {FILE_SAMPLE} bytes of each other sample, one after the other in one run; "
+          "bits per byte of the whole file (header, table and mixer included). Compress speed is over all "
+          f"samples. Decompress speed: the first {DECODE_SAMPLE} bytes of alice29 as one chunk "
+          f"({chunking.MIN_CHUNK_TOKENS * 2} tokens at most, so one row), decoded and compared byte for byte.", "",
+          "| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
+    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    md += ["", provenance(), ""]
+    write("context-files.md", "\n".join(md))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", nargs="+", choices=["position", "files"], default=["position", "files"])
+    ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
+    ap.add_argument("--window", type=int, default=2048)
+    ap.add_argument("--per-area", type=int, default=8)
+    args = ap.parse_args()
+    if "position" in args.parts:
+        position_curve(args)
+    if "files" in args.parts:
+        file_curve(args)
 
 
 if __name__ == "__main__":
