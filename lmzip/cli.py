@@ -295,14 +295,17 @@ def _cluster(ray_: bool, address: str | None, workers: int | None):
                    "float: float32 replay, files decode only where the encoder's computation replays.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (the float engine records them).")
+@click.option("--best", is_flag=True,
+              help="The smallest files measured (benchmarks/context-files.md): --context 4096 --chunk-tokens 8192 "
+                   "--batch-size 6 where not given; about a quarter of the default's compress speed.")
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
 @_cluster_options
 @_QUIET
 @click.pass_context
 def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompress_, test, list_, dtype, batch_size,
-             chunk_tokens, context, mixer, engine_name, device, threads, stats, paper_bpc, ray_, ray_address, workers,
-             quiet) -> None:
+             chunk_tokens, context, mixer, engine_name, device, threads, best, stats, paper_bpc, ray_, ray_address,
+             workers, quiet) -> None:
     """Compress each FILE ('-' for stdin) into FILE.lmz.
 
     As in gzip, -d decompresses, -t tests and -l lists instead; then -m, --batch-size, --threads
@@ -320,6 +323,10 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
     if list_:
         return _list(files)
     _one_output(files, output)
+    if best:
+        given = {name: _explicit(ctx, name) for name in codec.BEST}
+        batch_size, chunk_tokens, context = (codec.BEST[n] if given[n] is None else given[n]
+                                             for n in ("batch_size", "chunk_tokens", "context"))
     if mixer == "on" and engine_name != "int":
         raise click.UsageError("--mixer on needs the integer engine")
     if cluster is not None and engine_name != "int":

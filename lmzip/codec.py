@@ -45,6 +45,9 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # option (``--context``, ``--chunk-tokens``) until the cache is smaller (int8 values) or the
 # attention cheaper.
 DEFAULT_CONTEXT = 512
+# ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
+# (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.
+BEST = {"context": 4096, "chunk_tokens": 8192, "batch_size": 6}
 MIN_CONTEXT, MAX_CONTEXT = intmodel.MIN_SLOTS, intmodel.MAX_SLOTS  # the KV window a row may have
 DEFAULT_BATCH_SIZE = 48
 CODER = "range64"

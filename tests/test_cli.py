@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from lmzip import container
+from lmzip import codec, container
 from lmzip.cli import main
 from lmzip.errors import (EXIT_CODES, ChecksumError, InputError, ModelError, NotLmzipError, OutputExistsError,
                           ReplayError, TruncatedError)
@@ -286,3 +286,14 @@ def test_every_exit_code(run, src, tmp_path):
         assert result.exit_code == code, (code, result.output)
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("lmzip: ")  # one line
     assert run("compress", "--no-such-option", src).exit_code == 2
+
+
+def test_best_sets_the_long_context_where_not_given(tiny_model_dir, src, tmp_path):
+    runner = CliRunner()
+    for extra, context in (([], codec.BEST["context"]), (["--context", "64"], 64)):
+        out = tmp_path / f"best-{context}.lmz"
+        result = runner.invoke(main, ["compress", str(src), "-m", str(tiny_model_dir), "--best", "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        assert container.parse(out.read_bytes()).header["coding"]["context"] == context
+        back = runner.invoke(main, ["decompress", str(out), "-m", str(tiny_model_dir), "-c"])
+        assert back.stdout_bytes == TEXT
