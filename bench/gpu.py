@@ -3,8 +3,10 @@
     python bench/gpu.py --out DIR [--device cuda] [--bytes 50000000] [--batches 48,256,1024]
 
 On a corpus-derived input (the corpus files joined in order and repeated to ``--bytes``), for
-each batch size: compress the whole input, then decompress a file of its first
-``--decode-bytes`` and compare it byte for byte, with the peak device memory of each. Every
+each batch size: compress the input, then decompress a file of its first ``--decode-bytes`` and
+compare it byte for byte, with the peak device memory of each. Each is timed first on a probe,
+and then on as much of its input as ``--seconds`` allow at the probe's rate, so a slow device
+still fits the lent machine's minutes (the tables say how many bytes each run took). Every
 batch size also compresses the first ``--cross-bytes``, whose bits are set beside this process's
 CPU defaults (the ratio cost of the batch size). Then the cross-device round trips: that sample
 compressed on the device and on the CPU must be the same bytes, and each decodes on the other.
@@ -68,6 +70,18 @@ def _timed(device: torch.device, fn):
     return out, time.perf_counter() - began
 
 
+def _fitted(run, cap: int, probe: int, seconds: float):
+    """``run(b) -> (result, seconds)`` on the first ``probe`` bytes, then again on as many as
+    ``seconds`` allow at the rate measured (at most ``cap``): the last result, and its ``b``."""
+    b = min(probe, cap)
+    out, took = run(b)
+    grown = min(cap, int(b / took * seconds))
+    if grown > b:
+        b = grown
+        out, took = run(b)
+    return (out, took), b
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -76,6 +90,9 @@ def main() -> None:
     ap.add_argument("--decode-bytes", type=int, default=4_000_000)
     ap.add_argument("--cross-bytes", type=int, default=100_000)
     ap.add_argument("--batches", default="48,256,1024")
+    ap.add_argument("--probe-bytes", type=int, default=1_000_000,
+                    help="compress this much first (a tenth of it to decompress), then as much as --seconds allow")
+    ap.add_argument("--seconds", type=float, default=60, help="the time aimed at for each timed run")
     ap.add_argument("--gemm", type=int, default=8192, help="the side of the int8 GEMM that gives the roofline")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -98,22 +115,29 @@ def main() -> None:
     for batch in map(int, args.batches.split(",")):
         lz = lmzip.LMZip(here.lm, batch_size=batch)
         lz.decompress(lz.compress(data[:2000]))  # kernels chosen and compiled before any timing
-        _reset(device)
-        blob, c_s = _timed(device, lambda: lz.compress(data))
+
+        def packed(b: int):  # the first b bytes compressed, timed
+            _reset(device)
+            return _timed(device, lambda: lz.compress(data[:b]))
+
+        def unpacked(b: int):  # a file of the first b bytes decompressed, timed
+            file = lz.compress(data[:b])
+            _reset(device)
+            return _timed(device, lambda: lz.decompress(file))
+
+        (blob, c_s), n = _fitted(packed, len(data), args.probe_bytes, args.seconds)
         tokens, c_peak = lz.last_stats.tokens, _peak(device)
-        head = lz.compress(data[: args.decode_bytes])
-        _reset(device)
-        back, d_s = _timed(device, lambda: lz.decompress(head))
-        assert back == data[: args.decode_bytes], f"batch {batch}: the round trip differs"
-        rows.append({"batch": batch, "input_bytes": len(data), "output_bytes": len(blob),
-                     "bits_per_byte": round(8 * len(blob) / len(data), 4),
+        (back, d_s), m = _fitted(unpacked, args.decode_bytes, args.probe_bytes // 10, args.seconds)
+        assert back == data[:m], f"batch {batch}: the round trip differs"
+        rows.append({"batch": batch, "input_bytes": n, "output_bytes": len(blob),
+                     "bits_per_byte": round(8 * len(blob) / n, 4),
                      "sample_bits_per_byte": round(8 * len(lz.compress(sample)) / len(sample), 4),
                      "cpu_default_sample_bits_per_byte": round(8 * len(want) / len(sample), 4),
-                     "compress_s": round(c_s, 2), "compress_MB_s": round(len(data) / c_s / 1e6, 4),
+                     "compress_s": round(c_s, 2), "compress_MB_s": round(n / c_s / 1e6, 4),
                      "compress_tokens_s": round(tokens / c_s),
                      "compress_roofline": round(2 * weights * tokens / c_s / peak_ops, 5),
-                     "decode_bytes": args.decode_bytes, "decompress_s": round(d_s, 2),
-                     "decompress_KB_s": round(args.decode_bytes / d_s / 1e3, 2),
+                     "decode_bytes": m, "decompress_s": round(d_s, 2),
+                     "decompress_KB_s": round(m / d_s / 1e3, 2),
                      "compress_peak_MB": round(c_peak), "decompress_peak_MB": round(_peak(device))})
         print(rows[-1], flush=True)
         write_csv("gpu.csv", rows, out=args.out)  # after every batch size: a run cut short keeps its rows

@@ -28,11 +28,11 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 if [[ ${1:-} == --dry-run ]]; then
-    gpu=(--device cpu --bytes 6000 --decode-bytes 1500 --cross-bytes 1000 --batches 1,4 --gemm 256)
+    gpu=(--device cpu --bytes 6000 --decode-bytes 1500 --cross-bytes 1000 --batches 1,4 --gemm 256 --probe-bytes 2000 --seconds 4)
 else
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use --dry-run')" || exit
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-    gpu=(--device cuda --bytes 50000000 --decode-bytes 4000000 --cross-bytes 100000 --batches 256,1024,4096)
+    gpu=(--device cuda --bytes 50000000 --decode-bytes 4000000 --cross-bytes 100000 --batches 256,1024,4096 --seconds 25)
 fi
 
 failed=()
