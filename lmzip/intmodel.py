@@ -388,13 +388,16 @@ class Cache:
 class Runner:
     """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits.
 
-    On a CPU the stages run as ``kernels``' numba kernels unless ``fused`` is False: a whole layer
-    in one call (``kernels.layer``, with the numba GEMM) where the GEMM is numba's or the block has
-    at most ``WHOLE_LAYER_ROWS`` rows (a decoder step), else stage by stage around the chosen GEMM.
+    On a CPU the stages run as ``kernels``' numba kernels unless ``fused`` is False. A decoder step
+    (fewer than ``GEMM_QUERIES`` tokens a row) runs a whole layer in one call (``kernels.layer``,
+    with the numba GEMM) where the GEMM is numba's or the step has at most ``WHOLE_LAYER_ROWS``
+    rows; anything else runs stage by stage around the chosen GEMM, a prefill block's attention
+    through float64 GEMMs (``_attend_block``).
     The torch code they stand for is the reference (and the CUDA path): the same integers.
     """
 
     WHOLE_LAYER_ROWS = 16
+    GEMM_QUERIES = 8  # a block of this many tokens a row or more attends through float64 GEMMs
 
     def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None) -> None:
         self.model, self.gemm, self.device = model, gemm, device
@@ -497,7 +500,7 @@ class Runner:
         cache.v[i, :, :, start:end], cache.ve[i, :, :, start:end] = v.short(), ev.int()
         eq = eq + sq
 
-        attend = self._attend_fused if self.fused else self._attend_block
+        attend = self._attend_fused if self.fused and T < self.GEMM_QUERIES else self._attend_block
         o, ref = attend(i, layer, qr, eq, cache, slots)
         o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
         ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
@@ -509,19 +512,33 @@ class Runner:
 
     def _attend_block(self, i: int, layer: Layer, qr: torch.Tensor, eq: torch.Tensor, cache: Cache,
                       slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention of queries ``(R, H, T, d)`` at ``slots``: ``(R, G, gT, d)`` at 2**(ref - 2), and ``ref``."""
+        """Attention of queries ``(R, H, T, d)`` at ``slots``: ``(R, G, gT, d)`` at 2**(ref - 2), and ``ref``.
+
+        Both products are float64 GEMMs over integers, exact whatever order the GEMM adds in, since
+        every partial sum is an integer below 2**53: scores below 2**28 * d, weighted values below
+        2**34 * L. The softmax between them is ``_weights``, or its numba kernel on the fused path.
+        """
         c = self.model.config
         R, H, T, d = qr.shape
         G, end = c.kv_heads, int(slots[-1]) + 1
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
         keys = cache.k[i, :, :, :end].double()  # (R, G, L, d)
-        qg = qr.view(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
-        acc = (qg @ keys.transpose(-1, -2)).long()  # (R, G, gT, L), exact: |.| < 2**28 * d
-        eqg = eq.view(R, G, (H // G) * T)
+        qg = qr.reshape(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
+        acc = qg @ keys.transpose(-1, -2)  # (R, G, gT, L) float64 integers
+        eqg = eq.reshape(R, G, (H // G) * T).contiguous()
         qslot = slots.repeat(H // G)  # (gT,)
         window = c.sliding_window if layer.kind == "sliding_attention" else 0
-        pv, total, ref = self._weights(acc, eqg, cache.ke[i, :, :, :end], cache.ve[i, :, :, :end], qslot, window)
-        num = (pv.double() @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d), |.| < 2**34 * L
+        ke, ve = cache.ke[i, :, :, :end], cache.ve[i, :, :, :end]
+        if self.fused:
+            mult, z = self.model.score
+            total, ref = torch.empty(acc.shape[:3], dtype=torch.int64), torch.empty(acc.shape[:3], dtype=torch.int64)
+            kernels.softmax(acc.numpy(), eqg.numpy(), ke.numpy(), ve.numpy(), qslot.numpy(), window, mult, z - FS,
+                            self.model.att_exp, total.numpy(), ref.numpy())
+            pv = acc  # the numerators, in place
+        else:
+            pv, total, ref = self._weights(acc.long(), eqg, ke, ve, qslot, window)
+            pv = pv.double()
+        num = (pv @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d)
         o = torch.div(num * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")  # 4 * num / total
         return o, ref
 
@@ -546,7 +563,8 @@ class Runner:
 
     def _attend_fused(self, i: int, layer: Layer, qr: torch.Tensor, eq: torch.Tensor, cache: Cache,
                       slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_attend_block`` by the numba kernel: ``(R, H, T, d)`` at 2**(ref - 2), and ``ref (R, H, T)``."""
+        """``_attend_block`` by the numba kernel, for a few queries (the decoder's step), where GEMMs
+        gain nothing: ``(R, H, T, d)`` at 2**(ref - 2), and ``ref (R, H, T)``."""
         c = self.model.config
         o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
         window = c.sliding_window if layer.kind == "sliding_attention" else 0
@@ -597,7 +615,7 @@ class Runner:
             n = min(tokens.shape[1] - pos, cache.slots - cache.used)
             x = self.embed(tokens[:, pos : pos + n])  # (R, T, D)
             R, T, D = x.shape
-            whole = self.fused and (self.gemm.name == "numba" or R * T <= self.WHOLE_LAYER_ROWS)
+            whole = self.fused and T < self.GEMM_QUERIES and (self.gemm.name == "numba" or R * T <= self.WHOLE_LAYER_ROWS)
             for i, layer in enumerate(self.model.layers):
                 if whole:  # in place, on x's memory
                     kernels.layer(x.view(R * T, D).numpy(), R, cache.used, cache.k[i].numpy(), cache.raw[i].numpy(),

@@ -3,7 +3,7 @@ the CPU's GEMM.
 
 Each elementwise kernel computes exactly the integers of the torch code it stands for
 (``intmodel.shift``, ``normalize``, ``Runner.rmsnorm``, ``gate``, ``rotate``, ``_weights`` and
-``_attend_block``), tested against it (``tests/test_kernels.py``); ``matmul`` computes the exact
+``_attend_block``; ``softmax`` stands for ``_weights`` alone), tested against it (``tests/test_kernels.py``); ``matmul`` computes the exact
 product, and ``halves`` and ``join`` are ``exact``'s CPU steps around ``torch._int_mm``, all tested
 against Python integers (``tests/test_intengine.py``); ``layer`` chains them into one layer's
 forward pass, tested against the torch forward pass. They exist for speed: a decoder step feeds
@@ -28,11 +28,10 @@ _rows_jit = numba.njit(cache=True, nogil=True, parallel=True)  # independent row
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def nshift(x, s):
-    """``intmodel.shift`` for one int64: ``x * 2**-s`` rounded half up."""
-    if s >= 0:
-        r = min(s, 62)
-        return (x + ((1 << r) >> 1)) >> r
-    return x << min(-s, 62)
+    """``intmodel.shift`` for one int64: ``x * 2**-s`` rounded half up. Without a branch, so that
+    loops of it vectorise: one of the two shifts is always 0."""
+    r, left = min(max(s, 0), 62), min(max(-s, 0), 62)
+    return ((x + ((np.int64(1) << r) >> 1)) >> r) << left
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -237,19 +236,21 @@ def join(acc, rows, mult):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _softmax_row(acc, eq, ke, ve, lo, hi, mult, z, table, out):
-    """One query's softmax over keys ``lo..hi`` of scores ``acc (L,)``: into ``out``, each key's
-    numerator shifted to the query's value exponent; returns their total and that exponent."""
+def _softmax_row(acc, eq, ke, ve, lo, hi, mult, z, table, scratch, out):
+    """One query's softmax over keys ``lo..hi`` of its integer scores ``acc (L,)`` (int64, or
+    float64 integers): each key's numerator, shifted to the query's value exponent, into ``out``
+    (``scratch``, int64, holds the scaled scores; either may be ``acc``); returns their total and
+    that exponent."""
     top = np.iinfo(np.int64).min
     e_ref = -(1 << 30)
     for j in range(lo, hi + 1):
-        out[j] = nshift(acc[j] * mult, z - eq - np.int64(ke[j]))
-        top = max(top, out[j])
+        scratch[j] = nshift(np.int64(acc[j]) * mult, z - eq - np.int64(ke[j]))
+        top = max(top, scratch[j])
         e_ref = max(e_ref, np.int64(ve[j]))
     last = table.shape[0] - 1
     total = 0
     for j in range(lo, hi + 1):
-        p = table[min(top - out[j], last)]
+        p = table[min(top - scratch[j], last)]
         total += p
         out[j] = nshift(p, e_ref - np.int64(ve[j]))
     return total, e_ref
@@ -276,7 +277,7 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
             for c in range(d):  # |q|, |k| <= 2**14: each product fits in int32 x int32 -> int64
                 dot += np.int64(np.int32(q[r, h, t, c])) * np.int64(k[r, g, j, c])
             acc[j] = dot
-        total, e_ref = _softmax_row(acc, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z, table, acc)
+        total, e_ref = _softmax_row(acc, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z, table, acc, acc)
         num = np.zeros(d, np.int64)
         for j in range(first, last + 1):
             p = np.int64(np.int32(acc[j]))  # a softmax numerator, <= 2**20
@@ -285,6 +286,24 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
         for c in range(d):
             o[r, h, t, c] = (num[c] * 8 + total) // (2 * total)
         ref[r, h, t] = e_ref
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def softmax(scores, eq, ke, ve, qslot, window, mult, z, table, total, ref):
+    """``attend``'s softmax for a block of queries whose scores ``q . k`` a float64 GEMM computed
+    (exactly: integers below 2**35): ``scores (R, G, gT, L)`` are overwritten by the numerators,
+    0 where a query does not see a key; ``total`` and ``ref (R, G, gT)`` receive their sum and
+    value exponent. Query ``i`` of a KV group sits at slot ``qslot[i]``; the rest as ``attend``."""
+    R, G, gT, L = scores.shape
+    for idx in numba.prange(R * G * gT):
+        r, g, i = idx // (G * gT), (idx // gT) % G, idx % gT
+        last = qslot[i]
+        first = max(0, last - window + 1) if window > 0 else 0
+        row = scores[r, g, i]
+        total[r, g, i], ref[r, g, i] = _softmax_row(row, eq[r, g, i], ke[r, g], ve[r, g], first, last, mult, z,
+                                                    table, np.empty(L, np.int64), row)
+        row[:first] = 0.0
+        row[last + 1 :] = 0.0
 
 
 # -- one whole layer ------------------------------------------------------------------------

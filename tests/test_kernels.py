@@ -108,3 +108,54 @@ def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
     for pred in (whole, staged):
         assert np.array_equal(_logits(pred, rows, slots=16), want)  # blocks of 3 x 16 rows
         assert np.array_equal(_logits(pred, rows, slots=16, block=1), want)
+
+
+@pytest.mark.parametrize("window", [0, 700])
+def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window):
+    """A prefill block's attention (float64 GEMMs around the numba softmax) against the integer
+    loop kernel of a decoder step, over a full 4096-slot window: 2000 keys at +2**14 that the
+    first head's queries (+2**14 too) score alike and highest, so that thousands of weights of
+    2**20 meet values of up to 2**14 (sums near 2**45, far past float32's 2**24), and random
+    keys beyond them whose scores need every bit (products of 2**28); with a sliding window too."""
+    fused, _ = runners
+    model, rng = fused.model, np.random.default_rng(6)
+    c = model.config
+    cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"))
+    top = 1 << 14
+    k = rng.integers(-top, top + 1, cache.k[0].shape)
+    k[:, :, :2000] = top
+    cache.k[0] = torch.from_numpy(k.astype(np.int16))
+    cache.v[0] = torch.from_numpy(rng.integers(top // 2, top + 1, cache.v[0].shape).astype(np.int16))
+    cache.ke[0], cache.ve[0] = -25, -25
+    T = 12
+    slots = torch.arange(intmodel.MAX_SLOTS - T, intmodel.MAX_SLOTS)
+    q = torch.from_numpy(rng.integers(-top, top + 1, (2, c.heads, T, c.head_dim)))
+    q[:, 0] = top
+    eq = torch.from_numpy(rng.integers(-30, -20, (2, c.heads, T)))
+    layer = model.layers[0]
+    layer_kind, layer.kind = layer.kind, "sliding_attention" if window else layer.kind
+    c.sliding_window, saved = window, c.sliding_window
+    try:
+        o, ref = fused._attend_block(0, layer, q, eq, cache, slots)
+        want_o, want_ref = fused._attend_fused(0, layer, q, eq, cache, slots)
+    finally:
+        layer.kind, c.sliding_window = layer_kind, saved
+    assert torch.equal(o.reshape(want_o.shape), want_o) and torch.equal(ref.reshape(want_ref.shape), want_ref)
+    assert T >= fused.GEMM_QUERIES  # the engine takes this path for such a block
+
+
+def test_float64_gemms_of_attention_are_exact_at_their_bounds():
+    """The products ``_attend_block`` hands to torch's float64 GEMM, at SmolLM2's head size and the
+    longest window, with every operand at its extreme or random in full range: scores of 64
+    products of 2**28 and weighted sums of 4096 products of 2**34 come out as the int64 ones."""
+    rng, top = np.random.default_rng(7), 1 << 14
+    q = rng.integers(-top, top + 1, (2, 3, 96, 64))
+    k = rng.integers(-top, top + 1, (2, 3, intmodel.MAX_SLOTS, 64))
+    q[0, 0], k[0, 0] = top, -top
+    p = rng.integers(0, (1 << 20) + 1, (2, 3, 96, intmodel.MAX_SLOTS))
+    p[1, 2] = 1 << 20
+    v = rng.integers(-top, top + 1, (2, 3, intmodel.MAX_SLOTS, 64))
+    v[1, 2] = top
+    for a, b in ((q, k.swapaxes(-1, -2)), (p, v)):
+        got = (torch.from_numpy(a).double() @ torch.from_numpy(b).double()).long().numpy()
+        assert np.array_equal(got, np.einsum("rgik,rgkj->rgij", a, b))
