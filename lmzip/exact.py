@@ -5,16 +5,19 @@ The integer engine multiplies activation mantissas ``|m| <= 2**14`` by int8 weig
 
 - ``numba`` (the CPU's portable kernel): ``kernels.matmul``, int32 sums of at most 1024
   int16-by-int8 products, added in int64. Exact by construction (``1024 * 2**14 * 127 < 2**31``).
-- ``float32`` (CUDA's portable kernel): each mantissa split into two int8 halves,
+- ``float32`` (portable, and CUDA's base): each mantissa split into two int8 halves,
   ``m = 256 * hi + lo`` with ``lo`` in [-128, 127] and ``|hi| <= 64``, both through float32
   matmuls, the reduction split into parts of at most ``KSPLIT`` so that every partial sum is an
   integer below 2**24 (``128 * 127 * 1032 < 2**24``), the parts added in int64. Exact by
-  construction, whatever order of additions, blocking or vector width the GEMM uses.
+  construction, whatever order of additions, blocking or vector width the GEMM uses. The
+  weights stay int8; each call converts the part it needs.
 - ``int8``: ``torch._int_mm`` over the halves, int8 by int8 into int32 (``|hi @ W| < 64 * 127 * K``,
   below 2**31 for K up to 260k). Fast where the kernel is right (VNNI CPUs, CUDA), and wrong
   where it is not (torch's AVX2 CPU kernel saturates 16-bit pair sums), so it is used only after
   a self-test at load on the model's own shapes, extreme values included, against a float64
-  reference (exact: ``2**14 * 127 * K < 2**53``), and only where a timing finds it faster.
+  reference (exact: ``2**14 * 127 * K < 2**53``).
+
+``choose`` takes the fastest of those proved exact on this machine.
 
 All give the same integers, so a file never depends on which one ran.
 """
@@ -75,18 +78,17 @@ class Gemm:
 class Float32Gemm(Gemm):
     name = "float32"
 
-    def weight(self, q: np.ndarray, device: torch.device) -> list[torch.Tensor]:
-        """The transposed weight as float32 parts of the reduction ``(<= KSPLIT, N)``."""
-        wt = torch.from_numpy(q.T.astype(np.float32))
-        return [wt[k : k + KSPLIT].contiguous().to(device) for k in range(0, q.shape[1], KSPLIT)]
+    def weight(self, q: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The int8 weight ``(N, K)`` as it is: each call converts the part of the reduction it
+        multiplies by, so the weights keep int8's memory, not four times as much."""
+        return torch.from_numpy(np.ascontiguousarray(q)).to(device)
 
-    def __call__(self, m: torch.Tensor, w: list[torch.Tensor], mult: torch.Tensor) -> torch.Tensor:
+    def __call__(self, m: torch.Tensor, w: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
         x = halves(m).float()
-        acc, k = None, 0
-        for part in w:
-            y = (x[:, k : k + part.shape[0]] @ part).long()
+        acc = None
+        for k in range(0, w.shape[1], KSPLIT):
+            y = (x[:, k : k + KSPLIT] @ w[:, k : k + KSPLIT].T.float()).long()
             acc = y if acc is None else acc + y
-            k += part.shape[0]
         return join(acc, m.shape[0], mult)
 
 
@@ -158,29 +160,34 @@ def _seconds(gemm: Gemm, n: int, k: int, rows: int, device: torch.device, within
     return min(runs[1:])
 
 
-def choose(shapes: set[tuple[int, int]], device: torch.device) -> Gemm:
-    """The faster kernel here, at a decoder step's row count, among those proved exact: int8 where
-    it passes ``self_test`` and beats the device's portable kernel (numba on a CPU, float32 on
-    CUDA), else that one. Some CPUs run ``_int_mm`` exactly but through a slow generic kernel (an
-    AVX2-only AMD EPYC: 30 times slower than float32 at 16 rows).
+def choose(shapes: set[tuple[int, int]], device: torch.device, rows: int = 256) -> Gemm:
+    """The fastest kernel here for a block of ``rows`` rows (a prefill block's), among those proved
+    exact: numba's and float32 on a CPU, float32 on CUDA, and int8 where it passes ``self_test``.
+    The kernels' speeds differ by far more than noise from one machine to the next: on an Ice
+    Lake Xeon int8 is the fastest, and under the AVX2 cap, where int8 fails its self-test, float32
+    runs 2 to 3 times as fast as numba; some CPUs run ``_int_mm`` exactly but through a slow
+    generic kernel (an AVX2-only AMD EPYC: 30 times slower than float32 at 16 rows).
 
     ``LMZIP_GEMM`` names a kernel to use instead (``numba``, ``float32``; ``int8`` still has to
     pass the self-test): the results are the same integers, which the tests check.
     """
-    portable = Gemm() if device.type == "cpu" else Float32Gemm()
+    portable = [Gemm(), Float32Gemm()] if device.type == "cpu" else [Float32Gemm()]
     forced = os.environ.get("LMZIP_GEMM", "auto")
     if forced != "auto":
         if forced not in KERNELS:
             raise ValueError(f"LMZIP_GEMM must be auto or one of {', '.join(KERNELS)}")
         kernel = KERNELS[forced]()
-        return kernel if forced != "int8" or self_test(kernel, shapes, device) else portable
-    if not hasattr(torch, "_int_mm"):
-        return portable
-    fast = Int8Gemm()
+        return kernel if forced != "int8" or self_test(kernel, shapes, device) else portable[-1]
+    kernels = portable + ([Int8Gemm()] if hasattr(torch, "_int_mm") else [])
     n, k = sorted(shapes, key=lambda s: s[0] * s[1])[len(shapes) // 2]  # a layer's, not the head's
-    try:
-        base = _seconds(portable, n, k, 16, device)
-        faster = _seconds(fast, n, k, 16, device, within=50 * base + 0.05) < base
-    except RuntimeError:  # no such kernel on this device or build
-        return portable
-    return fast if faster and self_test(fast, shapes, device) else portable
+    seconds: dict[str, float] = {}
+    for kernel in kernels:
+        best = min(seconds.values(), default=float("inf"))
+        try:
+            seconds[kernel.name] = _seconds(kernel, n, k, rows, device, within=50 * best + 0.05)
+        except RuntimeError:  # no such kernel on this device or build
+            continue
+    for name in sorted(seconds, key=seconds.get):
+        if name != "int8" or self_test(KERNELS[name](), shapes, device):
+            return KERNELS[name]()
+    return portable[-1]
