@@ -8,7 +8,10 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("LMZIP_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -47,7 +50,6 @@ def _cpu_flags() -> set[str]:
 def provenance() -> str:
     """A markdown block naming the machine, the versions and the command that produced a result."""
     import numba
-    import torch
     import transformers
 
     try:
@@ -83,3 +85,28 @@ def write(name: str, text: str, out: Path = OUT) -> Path:
     path.write_text(text)
     print(f"wrote {path}")
     return path
+
+
+def int8_rate(device: torch.device, n: int) -> float:
+    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 5."""
+    a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+    best = float("inf")
+    for _ in range(6):
+        sync(device)
+        began = time.perf_counter()
+        torch._int_mm(a, a)
+        sync(device)
+        best = min(best, time.perf_counter() - began)
+    return 2 * n**3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def multiplied_weights(model) -> int:
+    """The int8 weights an ``intmodel.IntModel`` multiplies each token by: every layer's linear
+    layers and the head (the embedding is gathered, not multiplied)."""
+    return model.head.q.size + sum(getattr(layer, name).q.size for layer in model.layers
+                                   for name in ("q", "k", "v", "o", "gate", "up", "down"))

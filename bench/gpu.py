@@ -21,9 +21,8 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from common import corpus_files, provenance, write, write_csv
+from common import corpus_files, int8_rate, multiplied_weights, provenance, sync, write, write_csv
 
 import lmzip
 
@@ -32,24 +31,6 @@ def corpus_input(size: int) -> bytes:
     """The corpus files joined in order, repeated and cut to ``size`` bytes."""
     joined = b"".join(p.read_bytes() for p in corpus_files())
     return (joined * (size // len(joined) + 1))[:size]
-
-
-def int8_rate(device: torch.device, n: int) -> float:
-    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 5."""
-    a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
-    best = float("inf")
-    for _ in range(6):
-        _sync(device)
-        began = time.perf_counter()
-        torch._int_mm(a, a)
-        _sync(device)
-        best = min(best, time.perf_counter() - began)
-    return 2 * n**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _peak(device: torch.device) -> float:
@@ -63,10 +44,10 @@ def _reset(device: torch.device) -> None:
 
 
 def _timed(device: torch.device, fn):
-    _sync(device)
+    sync(device)
     began = time.perf_counter()
     out = fn()
-    _sync(device)
+    sync(device)
     return out, time.perf_counter() - began
 
 
@@ -102,8 +83,7 @@ def main() -> None:
     want = cpu.compress(sample)  # the CPU defaults' file of the sample
     assert cpu.decompress(want) == sample
     here = lmzip.LMZip(cpu.lm.name, device=args.device)
-    weights = sum(a.size for a in here.lm.predictor().model.arrays().values()
-                  if isinstance(a, np.ndarray) and a.dtype == np.int8)
+    weights = multiplied_weights(here.lm.predictor().model)
     made_here = here.compress(sample)
     cross = {"the device's file of the sample is the CPU's, byte for byte": made_here == want,
              "the device's file decodes on the CPU": cpu.decompress(made_here) == sample,

@@ -16,7 +16,9 @@ differ between them by far more than noise:
 - speed: ``lmzip compress`` and ``decompress`` as commands (start-up included) on a 200-byte file,
   the first ``--small-bytes`` of alice29, the whole of alice29 and ``--large-bytes`` of the corpus
   joined and repeated (0: left out), at the defaults, both engines, with each command's peak RSS;
-  then each input's integer-engine speed as a multiple of the float engine's.
+  then each input's integer-engine speed as a multiple of the float engine's, and as a fraction of
+  the int8 roofline (this machine's ``torch._int_mm`` rate over two operations a multiplied weight
+  a token).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import CORPUS, corpus_files, provenance, write, write_csv
+from common import CORPUS, corpus_files, int8_rate, multiplied_weights, provenance, write, write_csv
 
 import lmzip
+from lmzip import container
 
 CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -125,7 +128,9 @@ def speed(tmp: Path, inputs: list[tuple[str, bytes]]) -> list[dict]:
             rc2, d_s, err2, d_rss = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q"])
             if rc or rc2 or back.read_bytes() != data:
                 raise SystemExit(f"speed round trip failed: {err} {err2}")
+            tokens = sum(e.tokens for a in container.members(packed.read_bytes()) for e in a.entries)
             rows.append({"input": label, "engine": engine, "bytes": len(data), "lmz_bytes": packed.stat().st_size,
+                         "tokens": tokens,
                          "compress_s": round(c_s, 1), "decompress_s": round(d_s, 1),
                          "compress_B_s": round(len(data) / c_s, 1), "decompress_B_s": round(len(data) / d_s, 1),
                          "compress_peak_MB": round(c_rss / 1e6), "decompress_peak_MB": round(d_rss / 1e6)})
@@ -133,14 +138,17 @@ def speed(tmp: Path, inputs: list[tuple[str, bytes]]) -> list[dict]:
     return rows
 
 
-def speedups(rows: list[dict]) -> list[dict]:
-    """Each input's integer-engine speed over the float engine's, from the same run."""
+def speedups(rows: list[dict], weights: int, int8_ops: float) -> list[dict]:
+    """Each input's integer-engine speed over the float engine's, from the same run, and as a
+    fraction of the int8 roofline: ``2 x weights`` int8 operations a token at ``int8_ops`` a second."""
     by = {(r["input"], r["engine"]): r for r in rows}
     out = []
     for label in dict.fromkeys(r["input"] for r in rows):
         f, i = by[label, "float"], by[label, "int"]
+        roof = lambda s: f"{2 * weights * i['tokens'] / s / int8_ops:.4f}"  # noqa: E731
         out.append({"input": label, "compress int/float": f"{f['compress_s'] / i['compress_s']:.2f}x",
-                    "decompress int/float": f"{f['decompress_s'] / i['decompress_s']:.2f}x"})
+                    "decompress int/float": f"{f['decompress_s'] / i['decompress_s']:.2f}x",
+                    "int compress / roofline": roof(i["compress_s"]), "int decompress / roofline": roof(i["decompress_s"])})
     return out
 
 
@@ -178,11 +186,17 @@ def main() -> None:
         if "speed" in parts:
             spd = speed(tmp, speed_inputs(args.small_bytes, args.large_bytes))
             write_csv(f"int-engine-{cpu}-speed.csv", spd)
+            int8_ops = int8_rate(torch.device("cpu"), 1024)
+            weights = multiplied_weights(lmzip.LMZip().lm.predictor().model)
             lines += ["## Speed", "", "Wall time of `lmzip compress` and `lmzip decompress` as commands, start-up "
                       "(model load from its disk cache, GEMM self-test) included, at the defaults, one after "
                       "another, every round trip compared byte for byte; peak RSS of each command.", "",
                       *_table(spd), "", "The integer engine's speed as a multiple of the float engine's, "
-                      "same input, same run:", "", *_table(speedups(spd)), ""]
+                      "same input, same run, and as a fraction of the int8 roofline: this machine's "
+                      f"`torch._int_mm` rate ({int8_ops / 1e9:.0f} GOP/s at 1024^3, measured in this run) over "
+                      f"2 x {weights} int8 operations a token (one a multiplied weight: the embedding is not "
+                      "multiplied, and the two halves of each 14-bit activation, which the engine's GEMMs multiply, "
+                      "count once):", "", *_table(speedups(spd, weights, int8_ops)), ""]
     named = [p for p in ("portability", "ratio", "speed") if p in parts]
     write(f"int-engine-{cpu}.md" if len(named) == 3 else f"int-engine-{cpu}-{'-'.join(named)}.md", "\n".join(lines))
 
