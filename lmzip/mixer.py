@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import torch
 
 from .errors import ReplayError
 from .intmodel import FS
@@ -190,36 +191,26 @@ def _candidate(p, token, s, xm, xo):
 
 
 @numba.njit(cache=True, nogil=True)
-def _mix(r, row, exp_table, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
-    """Move the logits of row ``r``'s candidates in ``row`` to the mixed log-odds; return the row's
-    max and ``sum(P)`` before (what the model alone gave)."""
-    last, best = exp_table.shape[0] - 1, row[0]
-    for v in range(row.shape[0]):
-        best = max(best, row[v])
-    whole = 0
-    for v in range(row.shape[0]):
-        whole += exp_table[min(best - row[v], last)]
-    bias = np.zeros(2, dtype=np.int64)
+def _bias(r, whole, pc, weights, pending, ln_mant, ln_pow, sq, out):
+    """Row ``r``'s candidates' mixed log-odds, from the model's ``sum(P)`` and the candidates' ``P``
+    (``pc``): into ``out`` (2,), each the amount its logit moves by (0: no candidate)."""
     for k in range(2):
         p = pending[r, k]
+        out[k] = 0
         if p[0] < 0:
             continue
-        p[3] = log_odds(exp_table[min(best - row[p[0]], last)], whole, ln_mant, ln_pow)
+        p[3] = log_odds(pc[k], whole, ln_mant, ln_pow)
         dot = 0
         for i in range(INPUTS):
             dot += weights[r, p[1], i] * p[3 + i]
         s = min(max(dot >> 16, -CLAMP), CLAMP)
         p[2] = squash(s, sq)
-        bias[k] = s - p[3]
-    for k in range(2):
-        if pending[r, k, 0] >= 0:
-            row[pending[r, k, 0]] += bias[k]
-    return best, whole
+        out[k] = s - p[3]
 
 
 @numba.njit(cache=True, nogil=True)
-def _learn(r, y, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
-    """Row ``r``'s next token was ``y``: the weights, hit rates and both models learn it."""
+def _learn(r, y, weights, pending):
+    """Row ``r``'s next token was ``y``: the weights of its candidates' sets learn it."""
     for k in range(2):
         p = pending[r, k]
         if p[0] < 0:
@@ -228,6 +219,12 @@ def _learn(r, y, hist, match, order2, where, hits, weights, proposal, pending, l
         for i in range(INPUTS):
             w = weights[r, p[1], i] + ((err * p[3 + i]) >> LEARN)
             weights[r, p[1], i] = min(max(w, -MAX_WEIGHT), MAX_WEIGHT)
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(r, y, hist, match, order2, where, hits, proposal):
+    """Row ``r``'s next token was ``y``: the small models and their hit rates learn it. Nothing here
+    reads the model's tables, so the encoder runs it ahead of them (``plan``)."""
     cm, mb, co, ob = proposal[r, 0], proposal[r, 1], proposal[r, 2], proposal[r, 3]
     if cm >= 0:
         hits[r, 0, mb] += (((1 if y == cm else 0) << 16) - hits[r, 0, mb]) >> RATE
@@ -260,49 +257,122 @@ def _learn(r, y, hist, match, order2, where, hits, weights, proposal, pending, l
     where[r, 0], where[r, 1], where[r, 2] = n, ptr, length
 
 
-# -- batches -----------------------------------------------------------------------------------
+# -- batches ---------------------------------------------------------------------------------
+#
+# The model's tables enter through four numbers a token (``_stats``): ``sum(P)`` of its row, and
+# ``P`` of each candidate and of the token itself, before mixing. The encoder knows every token, so
+# it plans a block's candidates first (``_plan``: the small models alone), takes the block's stats,
+# then mixes the block (``_mix``: biases, and the weights learn); the decoder proposes, takes the
+# stats, biases, looks the symbol up and learns it. Either way each row sees the same integers in
+# the same order, so the two agree, and the logits never leave the device they were computed on.
 
 @numba.njit(cache=True, nogil=True)
-def _observe(logits, rows, tokens, exp_table, out, hist, match, order2, where, hits, weights, proposal, pending,
-             ln_mant, ln_pow, sq):
+def _plan(rows, tokens, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
     for i in range(rows.shape[0]):
-        r, y = rows[i], tokens[i]
+        r = rows[i]
         _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
-        before = logits[i, y]
-        best, whole = _mix(r, logits[i], exp_table, hist, match, order2, where, hits, weights, proposal, pending,
-                           ln_mant, ln_pow, sq)
-        out[i, 0], out[i, 1] = exp_table[min(best - before, exp_table.shape[0] - 1)], whole
-        _learn(r, y, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+        out[i] = pending[r]
+        _advance(r, tokens[i], hist, match, order2, where, hits, proposal)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix(rows, tokens, planned, stats, out, hist, match, order2, where, hits, weights, proposal, pending,
+         ln_mant, ln_pow, sq):
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        pending[r] = planned[i]
+        _bias(r, stats[i, 0], stats[i, 1:3], weights, pending, ln_mant, ln_pow, sq, out[i])
+        _learn(r, tokens[i], weights, pending)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _predict(logits, rows, exp_table, hist, match, order2, where, hits, weights, proposal, pending,
-             ln_mant, ln_pow, sq):
+def _propose_rows(rows, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
     for i in numba.prange(rows.shape[0]):
         r = rows[i]
         _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
-        _mix(r, logits[i], exp_table, hist, match, order2, where, hits, weights, proposal, pending,
-             ln_mant, ln_pow, sq)
+        out[i, 0], out[i, 1] = pending[r, 0, 0], pending[r, 1, 0]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _bias_rows(rows, stats, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+    for i in numba.prange(rows.shape[0]):
+        _bias(rows[i], stats[i, 0], stats[i, 1:3], weights, pending, ln_mant, ln_pow, sq, out[i])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _learn_rows(rows, tokens, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
-    for i in range(rows.shape[0]):
-        _learn(rows[i], tokens[i], hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+    for i in numba.prange(rows.shape[0]):
+        _learn(rows[i], tokens[i], weights, pending)
+        _advance(rows[i], tokens[i], hist, match, order2, where, hits, proposal)
 
 
-def observe(state: State, logits: np.ndarray, rows: np.ndarray, tokens: np.ndarray, exp_table: np.ndarray) -> np.ndarray:
-    """Encoding: mix ``logits (N, V)`` in place, logit row ``i`` predicting ``tokens[i]`` of row
-    ``rows[i]``, each row's tokens in order, and learn each token. Returns ``(N, 2)``: the token's
-    ``P`` and the row's ``sum(P)`` under the model alone, before mixing."""
-    out = np.empty((len(rows), 2), dtype=np.int64)
-    _observe(logits, _i64(rows), _i64(tokens), exp_table, out, *state.arrays())
-    return out
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _row_stats(logits, want, exp_table, out):
+    last = exp_table.shape[0] - 1
+    for i in numba.prange(logits.shape[0]):
+        row = logits[i]
+        best = row[0]
+        for v in range(row.shape[0]):
+            best = max(best, row[v])
+        whole = 0
+        for v in range(row.shape[0]):
+            whole += exp_table[min(best - row[v], last)]
+        out[i, 0] = whole
+        for k in range(want.shape[1]):
+            out[i, 1 + k] = exp_table[min(best - row[want[i, k]], last)] if want[i, k] >= 0 else 0
 
 
-def predict(state: State, logits: np.ndarray, rows: np.ndarray, exp_table: np.ndarray) -> None:
+def _stats(logits: np.ndarray | torch.Tensor, cands: np.ndarray, tokens: np.ndarray | None,
+           exp_table: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` int64: each row's ``sum(P)``, then ``P`` of its two candidates ``cands (N, 2)``
+    (-1: none, 0) and of its token (``tokens``; None: 0), under the model alone. ``logits`` stay
+    where they are: numba on a CPU array, torch on a device tensor (the same integers)."""
+    want = _i64(np.concatenate([cands, (np.full(len(cands), -1) if tokens is None else tokens)[:, None]], axis=1))
+    if isinstance(logits, np.ndarray):
+        out = np.empty((len(want), 4), dtype=np.int64)
+        _row_stats(logits, want, exp_table, out)
+        return out
+    table = torch.from_numpy(exp_table).to(logits.device)
+    p = table[(logits.amax(-1, keepdim=True) - logits).clamp_(max=len(exp_table) - 1)]  # (N, V)
+    idx = torch.from_numpy(want).to(logits.device)
+    picked = torch.where(idx >= 0, p.gather(1, idx.clamp(min=0)), 0)
+    return torch.cat([p.sum(-1, keepdim=True), picked], 1).cpu().numpy()
+
+
+def _apply(logits: np.ndarray | torch.Tensor, cands: np.ndarray, biases: np.ndarray) -> None:
+    """Move each row's candidates' logits by their biases, in place (``logits (N, V)``, on any device)."""
+    i, k = np.nonzero(cands >= 0)
+    if isinstance(logits, np.ndarray):
+        logits[i, cands[i, k]] += biases[i, k]  # a row's two candidates differ
+    else:
+        at = (torch.from_numpy(i).to(logits.device), torch.from_numpy(cands[i, k]).to(logits.device))
+        with torch.inference_mode():  # the logits were made in it
+            logits.index_put_(at, torch.from_numpy(biases[i, k]).to(logits.device), accumulate=True)
+
+
+def observe(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray, tokens: np.ndarray,
+            exp_table: np.ndarray) -> np.ndarray:
+    """Encoding: mix ``logits (N, V)`` in place (a CPU array, or a tensor on its device), logit row
+    ``i`` predicting ``tokens[i]`` of row ``rows[i]``, each row's tokens in order, and learn each
+    token. Returns ``(N, 2)``: the token's ``P`` and the row's ``sum(P)`` under the model alone."""
+    rows, tokens = _i64(rows), _i64(tokens)
+    planned = np.empty((len(rows), 2, 3 + INPUTS), dtype=np.int64)
+    _plan(rows, tokens, planned, *state.arrays())
+    cands = np.ascontiguousarray(planned[:, :, 0])
+    model = _stats(logits, cands, tokens, exp_table)
+    biases = np.empty((len(rows), 2), dtype=np.int64)
+    _mix(rows, tokens, planned, model, biases, *state.arrays())
+    _apply(logits, cands, biases)
+    return model[:, [3, 0]]
+
+
+def predict(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray, exp_table: np.ndarray) -> None:
     """Decoding: mix ``logits (N, V)`` in place, row ``i`` the next token of ``rows[i]`` (distinct rows)."""
-    _predict(logits, _i64(rows), exp_table, *state.arrays())
+    rows = _i64(rows)
+    cands, biases = np.empty((len(rows), 2), dtype=np.int64), np.empty((len(rows), 2), dtype=np.int64)
+    _propose_rows(rows, cands, *state.arrays())
+    _bias_rows(rows, _stats(logits, cands, None, exp_table), biases, *state.arrays())
+    _apply(logits, cands, biases)
 
 
 def learn(state: State, rows: np.ndarray, tokens: np.ndarray) -> None:

@@ -58,9 +58,13 @@ class Predictor:
         with torch.inference_mode():
             return self.runner.forward(tokens.to(self.device), cache)
 
-    def _logits(self, m: torch.Tensor, e: torch.Tensor) -> np.ndarray:
+    def _logits(self, m: torch.Tensor, e: torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``(N, V)`` logits: a numpy array for the CPU's numba kernels, else a tensor left on its
+        device, where the mixer's statistics and the tables are computed (only a few integers a
+        token leave it)."""
         with torch.inference_mode():
-            return self.runner.logits(m, e).cpu().numpy()
+            logits = self.runner.logits(m, e)
+        return logits.numpy() if self.runner.fused else logits
 
     def intervals(self, m: torch.Tensor, e: torch.Tensor, tokens: np.ndarray, precision: int,
                   mixing: mixer.State | None = None, rows: np.ndarray | None = None) -> np.ndarray:

@@ -162,7 +162,9 @@ def interval(freqs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def lookup(freqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``(B, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then start and freq."""
+    """``(B, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then start and freq.
+    A target past the table (a damaged stream) finds the last symbol, as the CPU kernels do."""
+    targets = torch.minimum(targets, freqs.sum(-1, dtype=torch.int64) - 1)
     blocks, before = _blocks(freqs)
     block = (torch.searchsorted(before, targets[:, None].to(before.dtype), right=True)[:, 0] - 1).clamp_(0, blocks.shape[1] - 1)
     inner = blocks.gather(1, block[:, None, None].expand(-1, 1, BLOCK))[:, 0].to(torch.int64)
@@ -177,8 +179,8 @@ def lookup(freqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # table is ``P[v] = E[min(max - logit[v], len(E) - 1)]``, with ``E`` the model's integer table of
 # ``exp(-d)`` (1 = 2**30, falling to 0), then ``f[v] = 1 + floor(P[v] * (2**P - V) / sum(P))``,
 # the remainder to the first most likely symbol. Every step is an integer operation, so every
-# machine builds the same table; ``int_frequencies`` is the plain numpy statement of it, and the
-# numba kernels below give the same numbers without building the table.
+# machine builds the same table; ``int_frequencies`` is the plain torch statement of it (and a
+# device's path), and the numba kernels below give the same numbers on a CPU without building the table.
 
 
 def int_budget(vocab: int, precision: int) -> tuple[int, int]:
@@ -191,15 +193,18 @@ def int_budget(vocab: int, precision: int) -> tuple[int, int]:
     return total, total - vocab
 
 
-def int_frequencies(logits: np.ndarray, exp_table: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.ndarray:
-    """Rows of integer logits ``(N, V)`` to int64 frequencies ``(N, V)``, each >= 1, summing to 2**precision."""
+def int_frequencies(logits: torch.Tensor, exp_table: torch.Tensor, precision: int = DEFAULT_PRECISION
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of integer logits ``(N, V)`` to int64 frequencies ``(N, V)``, each >= 1, summing to
+    2**precision, on the logits' device; and each row's ``P (N, V)``. The plain statement of the
+    table, and a device's way to it."""
     total, budget = int_budget(logits.shape[-1], precision)
-    d = np.minimum(logits.max(axis=-1, keepdims=True) - logits, len(exp_table) - 1)
-    p = exp_table[d]
-    freqs = 1 + p * budget // p.sum(axis=-1, keepdims=True)
-    top = logits.argmax(axis=-1)
-    freqs[np.arange(len(freqs)), top] += total - freqs.sum(axis=-1)
-    return freqs
+    best = logits.amax(-1, keepdim=True)
+    p = exp_table[(best - logits).clamp_(max=exp_table.shape[0] - 1)]
+    freqs = 1 + torch.div(p * budget, p.sum(-1, keepdim=True), rounding_mode="floor")  # p * budget < 2**60
+    symbols = torch.arange(logits.shape[-1], device=logits.device)
+    top = torch.where(logits == best, symbols, logits.shape[-1]).amin(-1, keepdim=True)  # the first most likely
+    return freqs.scatter_add_(-1, top, total - freqs.sum(-1, keepdim=True)), p
 
 
 @numba.njit(cache=True, nogil=True)
@@ -272,9 +277,15 @@ def _int_lookups(logits, targets, exp_table, budget, total, out):
         out[r, 0], out[r, 1], out[r, 2] = v, start, freq
 
 
-def int_intervals(logits: np.ndarray, tokens: np.ndarray, exp_table: np.ndarray, precision: int) -> np.ndarray:
+def int_intervals(logits: np.ndarray | torch.Tensor, tokens: np.ndarray, exp_table: np.ndarray,
+                  precision: int) -> np.ndarray:
     """``(N, 4)`` int64: each row's ``(start, freq)`` for its token under ``int_frequencies``' table,
-    then the token's ``P`` and the row's ``sum(P)``: its probability before quantisation, for statistics."""
+    then the token's ``P`` and the row's ``sum(P)``: its probability before quantisation, for
+    statistics. A CPU array goes through numba; a tensor stays on its device (the same integers)."""
+    if isinstance(logits, torch.Tensor):
+        freqs, p = int_frequencies(logits, torch.from_numpy(exp_table).to(logits.device), precision)
+        tok = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(logits.device)
+        return torch.cat([interval(freqs.int(), tok), p.gather(1, tok[:, None]), p.sum(-1, keepdim=True)], 1).cpu().numpy()
     total, budget = int_budget(logits.shape[-1], precision)
     out = np.empty((logits.shape[0], 4), dtype=np.int64)
     _int_intervals(np.ascontiguousarray(logits), np.ascontiguousarray(tokens, dtype=np.int64), exp_table,
@@ -282,8 +293,13 @@ def int_intervals(logits: np.ndarray, tokens: np.ndarray, exp_table: np.ndarray,
     return out
 
 
-def int_lookups(logits: np.ndarray, targets: np.ndarray, exp_table: np.ndarray, precision: int) -> np.ndarray:
-    """``(N, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then start and freq."""
+def int_lookups(logits: np.ndarray | torch.Tensor, targets: np.ndarray, exp_table: np.ndarray,
+                precision: int) -> np.ndarray:
+    """``(N, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then
+    start and freq; numba for a CPU array, torch on a tensor's device."""
+    if isinstance(logits, torch.Tensor):
+        freqs, _ = int_frequencies(logits, torch.from_numpy(exp_table).to(logits.device), precision)
+        return lookup(freqs.int(), torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64)).to(logits.device)).cpu().numpy()
     total, budget = int_budget(logits.shape[-1], precision)
     out = np.empty((logits.shape[0], 3), dtype=np.int64)
     _int_lookups(np.ascontiguousarray(logits), np.ascontiguousarray(targets, dtype=np.int64), exp_table,

@@ -36,18 +36,23 @@ def test_integer_tables_kernels_match_the_reference(vocab):
     for precision in (17, 30):
         if vocab > 1 << (precision - 1):
             continue
-        freqs = int_frequencies(logits, table, precision)
+        freqs = int_frequencies(torch.from_numpy(logits), torch.from_numpy(table), precision)[0].numpy()
         assert (freqs >= 1).all() and (freqs.sum(axis=1) == 1 << precision).all()
         cum = _cumulative(freqs)
         tokens = rng.integers(0, vocab, len(logits))
-        pairs = int_intervals(logits, tokens, table, precision)
         rows = np.arange(len(logits))
-        assert (pairs[:, 0] == cum[rows, tokens]).all() and (pairs[:, 1] == freqs[rows, tokens]).all()
         targets = rng.integers(0, 1 << precision, len(logits))
-        found = int_lookups(logits, targets, table, precision)
-        symbols = np.array([np.searchsorted(cum[r], targets[r], side="right") - 1 for r in rows])
-        assert (found[:, 0] == symbols).all()
-        assert (found[:, 1] == cum[rows, symbols]).all() and (found[:, 2] == freqs[rows, symbols]).all()
+        targets[0] = (1 << precision) + 5  # past the table (a damaged stream): the last symbol
+        symbols = np.array([min(np.searchsorted(cum[r], targets[r], side="right") - 1, vocab - 1) for r in rows])
+        outs = []
+        for given in (logits, torch.from_numpy(logits)):  # numba on a CPU array; torch, as on a device
+            pairs = int_intervals(given, tokens, table, precision)
+            assert (pairs[:, 0] == cum[rows, tokens]).all() and (pairs[:, 1] == freqs[rows, tokens]).all()
+            found = int_lookups(given, targets, table, precision)
+            assert (found[:, 0] == symbols).all()
+            assert (found[:, 1] == cum[rows, symbols]).all() and (found[:, 2] == freqs[rows, symbols]).all()
+            outs.append(pairs)
+        assert np.array_equal(outs[0], outs[1])  # P and sum(P) too
 
 
 def test_floordiv_matches_python_integers():
@@ -160,6 +165,21 @@ def test_prefill_encoder_and_stepping_decoder_agree_on_rows_of_any_length(pred):
     lengths = [len(r) for r in rows]
     assert pred.decode(done.payloads, lengths, slots=16, precision=24) == rows
     assert [pred.decode([p], [n], slots=16, precision=24)[0] for p, n in zip(done.payloads, lengths)] == rows
+
+
+@pytest.mark.parametrize("mix", [False, True])
+def test_the_device_path_writes_and_reads_the_cpu_path_files(pred, mix):
+    """The engine as it runs on a GPU (torch throughout, the logits kept where they are made, the
+    mixer's statistics and the tables computed there), run here on the CPU: the same payloads as
+    the numba path's, each decoded by the other, with the mixer and without."""
+    device = predictor.Predictor(pred.model, torch.device("cpu"), pred.start_token)
+    device.runner = intmodel.Runner(pred.model, exact.Float32Gemm(), torch.device("cpu"), fused=False)
+    rng = np.random.default_rng(9)
+    rows = [rng.integers(0, pred.model.vocab, n).tolist() for n in (60, 7, 33)]
+    lengths = [len(r) for r in rows]
+    done = pred.encode(rows, slots=16, precision=24, mix=mix)
+    assert device.encode(rows, slots=16, precision=24, mix=mix).payloads == done.payloads
+    assert device.decode(done.payloads, lengths, slots=16, precision=24, mix=mix) == rows
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])

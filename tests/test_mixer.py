@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 import pytest
+import torch
 
 from lmzip import intmodel, mixer
 from lmzip.mixer import CLAMP, FS, ONE
@@ -178,6 +179,37 @@ def test_decoder_kernels_give_the_encoders_biases() -> None:
         mixer.learn(dec, alive, streams[alive, t])
     assert np.array_equal(decoded[[0, 2]], encoded[[0, 2]])
     assert np.array_equal(decoded[:, : n // 2], encoded[:, : n // 2])
+
+
+def test_logits_on_a_device_mix_as_the_cpu_kernels_mix_them() -> None:
+    """The mixer's statistics and biases computed with torch where the logits lie (a GPU's path,
+    run here on CPU tensors) are the numba kernels' integers, encoding and decoding."""
+    rng = np.random.default_rng(11)
+    vocab, rows, n = 250, 3, 200
+    streams = np.stack([_stream(rng, vocab, n) for _ in range(rows)])
+    logits = _logits(rng, rows * n, vocab).reshape(rows, n, vocab)
+    order = np.repeat(np.arange(rows), n)
+    tokens = streams.reshape(-1)
+    states, mixed, seen = [], [], []
+    for as_tensor in (False, True):
+        state, rows_logits = mixer.State.fresh(rows, n), logits.reshape(-1, vocab).copy()
+        given = torch.from_numpy(rows_logits) if as_tensor else rows_logits  # shares its memory
+        seen.append(mixer.observe(state, given, order, tokens, EXP))
+        states.append(state)
+        mixed.append(rows_logits)
+    assert np.array_equal(seen[0], seen[1]) and np.array_equal(mixed[0], mixed[1])
+    assert np.array_equal(states[0].weights, states[1].weights)
+    decoded = []
+    for as_tensor in (False, True):
+        state, out = mixer.State.fresh(rows, n), logits.copy()
+        for t in range(n):
+            step = np.ascontiguousarray(out[:, t])
+            mixer.predict(state, torch.from_numpy(step) if as_tensor else step, np.arange(rows), EXP)
+            out[:, t] = step
+            mixer.learn(state, np.arange(rows), streams[:, t])
+        decoded.append(out)
+    assert np.array_equal(decoded[0], decoded[1])
+    assert np.array_equal(decoded[0].reshape(-1, vocab), mixed[0])
 
 
 def test_mixing_saves_bits_on_repeated_text() -> None:
