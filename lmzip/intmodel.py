@@ -394,15 +394,22 @@ class Runner:
     ``WHOLE_LAYER_ROWS`` rows; anything else runs stage by stage around the chosen GEMM, a
     prefill block's attention through float64 GEMMs (``_attend_block``).
     The torch code they stand for is the reference (and the CUDA path): the same integers.
+
+    ``static`` (the default off a CPU) attends over every slot of the window, the slots a block
+    may not see masked, so that a step's shapes never change with its position and no number
+    goes back to the host between its kernels (a CUDA graph can capture it); the masked keys
+    weigh exactly 0, so the integers are the sliced attention's.
     """
 
     WHOLE_LAYER_ROWS = 16
     GEMM_QUERIES = 8  # a block of this many tokens a row or more attends through float64 GEMMs
     NUMBA_HEAD_ROWS = 4  # logits of at most this many rows come from the numba GEMM
 
-    def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None) -> None:
+    def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None,
+                 static: bool | None = None) -> None:
         self.model, self.gemm, self.device = model, gemm, device
         self.fused = device.type == "cpu" if fused is None else fused
+        self.static = device.type != "cpu" if static is None else static
         self.normalize = kernels.normalize if self.fused else normalize
         self.shift_rows = kernels.shift_rows if self.fused else lambda x, s: shift(x, s[..., None])
         t = {}
@@ -495,10 +502,9 @@ class Runner:
         slots = torch.arange(start, start + T, device=x.device)
         qr, sq = self.rotate(q, layer.kind, slots)
         kr, sk = self.rotate(k, layer.kind, slots)
-        end = start + T
-        cache.raw[i, :, :, start:end], cache.re[i, :, :, start:end] = k.short(), ek.int()
-        cache.k[i, :, :, start:end], cache.ke[i, :, :, start:end] = kr.short(), (ek + sk).int()
-        cache.v[i, :, :, start:end], cache.ve[i, :, :, start:end] = v.short(), ev.int()
+        for a, new in ((cache.raw, k.short()), (cache.re, ek.int()), (cache.k, kr.short()),
+                       (cache.ke, (ek + sk).int()), (cache.v, v.short()), (cache.ve, ev.int())):
+            a[i].index_copy_(2, slots, new)  # at the slots tensor: no host number in the step's shapes
         eq = eq + sq
 
         attend = self._attend_fused if self.fused and T < self.GEMM_QUERIES else self._attend_block
@@ -521,7 +527,7 @@ class Runner:
         """
         c = self.model.config
         R, H, T, d = qr.shape
-        G, end = c.kv_heads, int(slots[-1]) + 1
+        G, end = c.kv_heads, cache.slots if self.static else int(slots[-1]) + 1  # static: every slot, masked
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
         keys = cache.k[i, :, :, :end].double()  # (R, G, L, d)
         qg = qr.reshape(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
