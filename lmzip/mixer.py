@@ -37,6 +37,7 @@ import torch
 
 from .errors import ReplayError
 from .intmodel import FS
+from .quantize import int_probabilities
 
 REVISION = "mix/1"
 TABLE_BITS = 16  # slots of each row's hash tables
@@ -323,7 +324,7 @@ def _row_stats(logits, want, exp_table, out):
 
 
 def _stats(logits: np.ndarray | torch.Tensor, cands: np.ndarray, tokens: np.ndarray | None,
-           exp_table: np.ndarray) -> np.ndarray:
+           exp_table: np.ndarray | torch.Tensor) -> np.ndarray:
     """``(N, 4)`` int64: each row's ``sum(P)``, then ``P`` of its two candidates ``cands (N, 2)``
     (-1: none, 0) and of its token (``tokens``; None: 0), under the model alone. ``logits`` stay
     where they are: numba on a CPU array, torch on a device tensor (the same integers)."""
@@ -332,8 +333,7 @@ def _stats(logits: np.ndarray | torch.Tensor, cands: np.ndarray, tokens: np.ndar
         out = np.empty((len(want), 4), dtype=np.int64)
         _row_stats(logits, want, exp_table, out)
         return out
-    table = torch.from_numpy(exp_table).to(logits.device)
-    p = table[(logits.amax(-1, keepdim=True) - logits).clamp_(max=len(exp_table) - 1)]  # (N, V)
+    p, _ = int_probabilities(logits, exp_table)  # (N, V)
     idx = torch.from_numpy(want).to(logits.device)
     picked = torch.where(idx >= 0, p.gather(1, idx.clamp(min=0)), 0)
     return torch.cat([p.sum(-1, keepdim=True), picked], 1).cpu().numpy()
@@ -351,7 +351,7 @@ def _apply(logits: np.ndarray | torch.Tensor, cands: np.ndarray, biases: np.ndar
 
 
 def observe(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray, tokens: np.ndarray,
-            exp_table: np.ndarray) -> np.ndarray:
+            exp_table: np.ndarray | torch.Tensor) -> np.ndarray:
     """Encoding: mix ``logits (N, V)`` in place (a CPU array, or a tensor on its device), logit row
     ``i`` predicting ``tokens[i]`` of row ``rows[i]``, each row's tokens in order, and learn each
     token. Returns ``(N, 2)``: the token's ``P`` and the row's ``sum(P)`` under the model alone."""
@@ -366,7 +366,8 @@ def observe(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray, t
     return model[:, [3, 0]]
 
 
-def predict(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray, exp_table: np.ndarray) -> None:
+def predict(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray,
+            exp_table: np.ndarray | torch.Tensor) -> None:
     """Decoding: mix ``logits (N, V)`` in place, row ``i`` the next token of ``rows[i]`` (distinct rows)."""
     rows = _i64(rows)
     cands, biases = np.empty((len(rows), 2), dtype=np.int64), np.empty((len(rows), 2), dtype=np.int64)

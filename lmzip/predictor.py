@@ -66,6 +66,11 @@ class Predictor:
             logits = self.runner.logits(m, e)
         return logits.numpy() if self.runner.fused else logits
 
+    @property
+    def _exp(self) -> np.ndarray | torch.Tensor:
+        """The logits' exp table, where ``_logits`` leaves them (numba's array, or the device's copy)."""
+        return self.model.logit_exp if self.runner.fused else self.runner.t["logit_exp"]
+
     def intervals(self, m: torch.Tensor, e: torch.Tensor, tokens: np.ndarray, precision: int,
                   mixing: mixer.State | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """``(N, 6)`` ``(start, freq, P, sum P)`` of ``tokens (N,)`` under the tables of states
@@ -76,8 +81,8 @@ class Predictor:
             b = a + HEAD_TOKENS
             logits = self._logits(m[a:b], e[a:b])
             if mixing is not None:
-                out[a:b, 4:] = mixer.observe(mixing, logits, rows[a:b], tokens[a:b], self.model.logit_exp)
-            out[a:b, :4] = int_intervals(logits, tokens[a:b], self.model.logit_exp, precision)
+                out[a:b, 4:] = mixer.observe(mixing, logits, rows[a:b], tokens[a:b], self._exp)
+            out[a:b, :4] = int_intervals(logits, tokens[a:b], self._exp, precision)
             if mixing is None:
                 out[a:b, 4:] = out[a:b, 2:4]
         return out
@@ -88,8 +93,8 @@ class Predictor:
         ``mixing``, under mixed tables (row ``i`` the next token of row ``rows[i]``), learning the symbols."""
         logits = self._logits(m, e)
         if mixing is not None:
-            mixer.predict(mixing, logits, rows, self.model.logit_exp)
-        out = int_lookups(logits, targets, self.model.logit_exp, precision)
+            mixer.predict(mixing, logits, rows, self._exp)
+        out = int_lookups(logits, targets, self._exp, precision)
         if mixing is not None:
             mixer.learn(mixing, rows, out[:, 0])
         return out

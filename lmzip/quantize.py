@@ -193,14 +193,20 @@ def int_budget(vocab: int, precision: int) -> tuple[int, int]:
     return total, total - vocab
 
 
-def int_frequencies(logits: torch.Tensor, exp_table: torch.Tensor, precision: int = DEFAULT_PRECISION
+def int_probabilities(logits: torch.Tensor, exp_table: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``P (N, V)`` on the logits' device, and its max logit ``(N, 1)``."""
+    exp_table = torch.as_tensor(exp_table, device=logits.device)  # no copy when already there
+    best = logits.amax(-1, keepdim=True)
+    return exp_table[(best - logits).clamp_(max=exp_table.shape[0] - 1)], best
+
+
+def int_frequencies(logits: torch.Tensor, exp_table: torch.Tensor | np.ndarray, precision: int = DEFAULT_PRECISION
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of integer logits ``(N, V)`` to int64 frequencies ``(N, V)``, each >= 1, summing to
     2**precision, on the logits' device; and each row's ``P (N, V)``. The plain statement of the
     table, and a device's way to it."""
     total, budget = int_budget(logits.shape[-1], precision)
-    best = logits.amax(-1, keepdim=True)
-    p = exp_table[(best - logits).clamp_(max=exp_table.shape[0] - 1)]
+    p, best = int_probabilities(logits, exp_table)
     freqs = 1 + torch.div(p * budget, p.sum(-1, keepdim=True), rounding_mode="floor")  # p * budget < 2**60
     symbols = torch.arange(logits.shape[-1], device=logits.device)
     top = torch.where(logits == best, symbols, logits.shape[-1]).amin(-1, keepdim=True)  # the first most likely
@@ -277,15 +283,17 @@ def _int_lookups(logits, targets, exp_table, budget, total, out):
         out[r, 0], out[r, 1], out[r, 2] = v, start, freq
 
 
-def int_intervals(logits: np.ndarray | torch.Tensor, tokens: np.ndarray, exp_table: np.ndarray,
+def int_intervals(logits: np.ndarray | torch.Tensor, tokens: np.ndarray, exp_table: np.ndarray | torch.Tensor,
                   precision: int) -> np.ndarray:
     """``(N, 4)`` int64: each row's ``(start, freq)`` for its token under ``int_frequencies``' table,
     then the token's ``P`` and the row's ``sum(P)``: its probability before quantisation, for
-    statistics. A CPU array goes through numba; a tensor stays on its device (the same integers)."""
+    statistics. A CPU array goes through numba; a tensor stays on its device (the same integers),
+    best with ``exp_table`` already there."""
     if isinstance(logits, torch.Tensor):
-        freqs, p = int_frequencies(logits, torch.from_numpy(exp_table).to(logits.device), precision)
+        freqs, p = int_frequencies(logits, exp_table, precision)
         tok = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)).to(logits.device)
-        return torch.cat([interval(freqs.int(), tok), p.gather(1, tok[:, None]), p.sum(-1, keepdim=True)], 1).cpu().numpy()
+        pairs = interval(freqs.int(), tok)
+        return torch.cat([pairs, p.gather(1, tok[:, None]), p.sum(-1, keepdim=True)], 1).cpu().numpy()
     total, budget = int_budget(logits.shape[-1], precision)
     out = np.empty((logits.shape[0], 4), dtype=np.int64)
     _int_intervals(np.ascontiguousarray(logits), np.ascontiguousarray(tokens, dtype=np.int64), exp_table,
@@ -293,13 +301,14 @@ def int_intervals(logits: np.ndarray | torch.Tensor, tokens: np.ndarray, exp_tab
     return out
 
 
-def int_lookups(logits: np.ndarray | torch.Tensor, targets: np.ndarray, exp_table: np.ndarray,
+def int_lookups(logits: np.ndarray | torch.Tensor, targets: np.ndarray, exp_table: np.ndarray | torch.Tensor,
                 precision: int) -> np.ndarray:
     """``(N, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then
     start and freq; numba for a CPU array, torch on a tensor's device."""
     if isinstance(logits, torch.Tensor):
-        freqs, _ = int_frequencies(logits, torch.from_numpy(exp_table).to(logits.device), precision)
-        return lookup(freqs.int(), torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64)).to(logits.device)).cpu().numpy()
+        freqs, _ = int_frequencies(logits, exp_table, precision)
+        found = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64)).to(logits.device)
+        return lookup(freqs.int(), found).cpu().numpy()
     total, budget = int_budget(logits.shape[-1], precision)
     out = np.empty((logits.shape[0], 3), dtype=np.int64)
     _int_lookups(np.ascontiguousarray(logits), np.ascontiguousarray(targets, dtype=np.int64), exp_table,
