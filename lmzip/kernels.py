@@ -239,20 +239,25 @@ def join(acc, rows, mult):
 def _softmax_row(acc, eq, ke, ve, lo, hi, mult, z, table, scratch, out):
     """One query's softmax over keys ``lo..hi`` of its integer scores ``acc (L,)`` (int64, or
     float64 integers): each key's numerator, shifted to the query's value exponent, into ``out``
-    (``scratch``, int64, holds the scaled scores; either may be ``acc``); returns their total and
-    that exponent."""
+    (which may be ``acc``); returns their total and that exponent. ``scratch`` (int64, at least
+    ``hi + 1 - lo``) must not overlap ``out``. Four plain loops over views that start at 0: so
+    written, LLVM vectorises each (measured 5 times as fast as one loop over ``lo..hi``)."""
+    n = hi + 1 - lo
+    s, a, k, v, o = scratch[:n], acc[lo : hi + 1], ke[lo : hi + 1], ve[lo : hi + 1], out[lo : hi + 1]
     top = np.iinfo(np.int64).min
+    for j in range(n):  # the scores in 2**-FS nats
+        s[j] = nshift(np.int64(a[j]) * mult, z - eq - np.int64(k[j]))
+        top = max(top, s[j])
     e_ref = -(1 << 30)
-    for j in range(lo, hi + 1):
-        scratch[j] = nshift(np.int64(acc[j]) * mult, z - eq - np.int64(ke[j]))
-        top = max(top, scratch[j])
-        e_ref = max(e_ref, np.int64(ve[j]))
+    for j in range(n):
+        e_ref = max(e_ref, np.int64(v[j]))
     last = table.shape[0] - 1
     total = 0
-    for j in range(lo, hi + 1):
-        p = table[min(top - scratch[j], last)]
-        total += p
-        out[j] = nshift(p, e_ref - np.int64(ve[j]))
+    for j in range(n):
+        s[j] = table[min(top - s[j], last)]
+        total += s[j]
+    for j in range(n):
+        o[j] = nshift(s[j], e_ref - np.int64(v[j]))
     return total, e_ref
 
 
@@ -277,7 +282,8 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
             for c in range(d):  # |q|, |k| <= 2**14: each product fits in int32 x int32 -> int64
                 dot += np.int64(np.int32(q[r, h, t, c])) * np.int64(k[r, g, j, c])
             acc[j] = dot
-        total, e_ref = _softmax_row(acc, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z, table, acc, acc)
+        total, e_ref = _softmax_row(acc, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z, table,
+                                    np.empty(last + 1 - first, np.int64), acc)
         num = np.zeros(d, np.int64)
         for j in range(first, last + 1):
             p = np.int64(np.int32(acc[j]))  # a softmax numerator, <= 2**20
