@@ -419,6 +419,7 @@ class Runner:
         self.t = t
         self.embed_q = torch.from_numpy(model.embed.q).to(device)  # int8 (V, D): rows gathered per token
         self.layer_args = [self._layer_args(layer) for layer in model.layers] if self.fused else None
+        self._scores = torch.empty(0, dtype=torch.float64, device=device)  # see _scores_buffer
 
     def _layer_args(self, layer: Layer) -> tuple:
         """A layer's integers as ``kernels.layer`` takes them (after the block and its cache)."""
@@ -531,7 +532,7 @@ class Runner:
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
         keys = cache.k[i, :, :, :end].double()  # (R, G, L, d)
         qg = qr.reshape(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
-        acc = qg @ keys.transpose(-1, -2)  # (R, G, gT, L) float64 integers
+        acc = torch.matmul(qg, keys.transpose(-1, -2), out=self._scores_buffer((R, G, qg.shape[2], keys.shape[2])))
         eqg = eq.reshape(R, G, (H // G) * T).contiguous()
         qslot = slots.repeat(H // G)  # (gT,)
         window = c.sliding_window if layer.kind == "sliding_attention" else 0
@@ -548,6 +549,15 @@ class Runner:
         num = (pv @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d)
         o = torch.div(num * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")  # 4 * num / total
         return o, ref
+
+    def _scores_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float64 tensor of ``shape`` for a block's scores ``(R, G, gT, L)``, in memory kept from
+        block to block: a fresh one, tens of MB, costs its page faults at every layer (the q.k GEMM
+        into a kept buffer ran twice as fast, measured on an Ice Lake Xeon)."""
+        n = math.prod(shape)
+        if self._scores.numel() < n:
+            self._scores = torch.empty(n, dtype=torch.float64, device=self.device)
+        return self._scores[:n].view(shape)
 
     def _weights(self, acc: torch.Tensor, eq: torch.Tensor, ke: torch.Tensor, ve: torch.Tensor, qslot: torch.Tensor,
                  window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
