@@ -88,7 +88,7 @@ def write(name: str, text: str, out: Path = OUT) -> Path:
 
 
 def int8_rate(device: torch.device, n: int) -> float:
-    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 5."""
+    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 6."""
     a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
     best = float("inf")
     for _ in range(6):
@@ -101,6 +101,7 @@ def int8_rate(device: torch.device, n: int) -> float:
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a CPU has none), so that a timing covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -4,9 +4,10 @@ the CPU's GEMM.
 Each elementwise kernel computes exactly the integers of the torch code it stands for
 (``intmodel.shift``, ``normalize``, ``Runner.rmsnorm``, ``gate``, ``rotate``, ``_weights`` and
 ``_attend_block``; ``softmax`` stands for ``_weights`` alone), tested against it
-(``tests/test_kernels.py``); ``matmul`` computes the exact product, and ``halves`` and ``join`` are ``exact``'s CPU steps around ``torch._int_mm``, all tested
-against Python integers (``tests/test_intengine.py``); ``layer`` chains them into one layer's
-forward pass, tested against the torch forward pass. They exist for speed: a decoder step feeds
+(``tests/test_kernels.py``); ``matmul`` computes the exact product, and ``halves`` and ``join``
+are ``exact``'s CPU steps around ``torch._int_mm``, all tested against Python integers
+(``tests/test_intengine.py``); ``layer`` chains them into one layer's forward pass, tested
+against the torch forward pass. They exist for speed: a decoder step feeds
 one token a row, and there the torch helpers cost a few hundred small-op dispatches a layer,
 several times the step's matmuls; a prefill block's rows are spread over the threads. The torch
 helpers stay the reference and the CUDA path.

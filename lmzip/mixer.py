@@ -37,7 +37,7 @@ import torch
 
 from .errors import ReplayError
 from .intmodel import FS
-from .quantize import int_probabilities
+from .quantize import _int_row, int_probabilities
 
 REVISION = "mix/1"
 TABLE_BITS = 16  # slots of each row's hash tables
@@ -312,12 +312,7 @@ def _row_stats(logits, want, exp_table, out):
     last = exp_table.shape[0] - 1
     for i in numba.prange(logits.shape[0]):
         row = logits[i]
-        best = row[0]
-        for v in range(row.shape[0]):
-            best = max(best, row[v])
-        whole = 0
-        for v in range(row.shape[0]):
-            whole += exp_table[min(best - row[v], last)]
+        best, _, whole = _int_row(row, exp_table)
         out[i, 0] = whole
         for k in range(want.shape[1]):
             out[i, 1 + k] = exp_table[min(best - row[want[i, k]], last)] if want[i, k] >= 0 else 0
