@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,12 +45,13 @@ class Encoded:
 
 
 class Predictor:
-    """An ``IntModel`` on a device, with the fastest exact GEMM found there."""
+    """An ``IntModel`` on a device, with the fastest exact GEMM found there (``exact.choose``, which
+    keeps its timings in ``memo`` where given)."""
 
-    def __init__(self, model: IntModel, device: torch.device, start_token: int) -> None:
+    def __init__(self, model: IntModel, device: torch.device, start_token: int, memo: Path | None = None) -> None:
         shapes = {lin.q.shape for lin in [model.head] + [getattr(layer, name) for layer in model.layers
                                                            for name in ("q", "k", "v", "o", "gate", "up", "down")]}
-        self.gemm = exact.choose(shapes, device)
+        self.gemm = exact.choose(shapes, device, memo=memo)
         self.model, self.device, self.start_token = model, device, start_token
         self.runner = Runner(model, self.gemm, device)
 

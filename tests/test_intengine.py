@@ -101,6 +101,29 @@ def test_every_gemm_kernel_is_exact():
             assert got.numpy().tolist() == want, kernel.name
 
 
+def test_choose_keeps_its_timings_but_not_its_proof(tmp_path, monkeypatch):
+    """The timings' winner is kept for the next start-up, which times nothing; a torn or foreign
+    entry is timed again; a kept int8 that fails its self-test here is not used."""
+    shapes, cpu = {(64, 96), (300, 64)}, torch.device("cpu")
+    monkeypatch.delenv("LMZIP_GEMM", raising=False)
+    first = exact.choose(shapes, cpu, memo=tmp_path)
+    (entry,) = tmp_path.iterdir()
+    assert entry.read_text() == first.name
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(exact, "_seconds", no_timing)
+    assert exact.choose(shapes, cpu, memo=tmp_path).name == first.name
+    entry.write_text("int")  # torn
+    with pytest.raises(AssertionError, match="timed again"):
+        exact.choose(shapes, cpu, memo=tmp_path)
+    entry.write_text("int8")
+    monkeypatch.setattr(exact, "self_test", lambda *args: False)
+    with pytest.raises(AssertionError, match="timed again"):
+        exact.choose(shapes, cpu, memo=tmp_path)
+
+
 # -- invariance ---------------------------------------------------------------------------------
 
 def _gemma_module():

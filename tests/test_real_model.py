@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,22 @@ def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch, cap
     (entry / "fingerprint").write_text("0" * 32)
     rebuilt = models.load_integer(models.DEFAULT_MODEL, device="cpu")
     assert rebuilt.module is not None and (entry / "fingerprint").read_text() == full.integer_fingerprint
+
+
+def test_a_files_hash_is_remembered_until_it_changes(tmp_path, monkeypatch):
+    """What the integer cache is keyed by: a file's SHA-256, kept by its path, size, mtime and
+    inode, so a start-up need not read the GGUF; a file changed is hashed again."""
+    monkeypatch.setenv("LMZIP_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"weights")
+    assert models._file_sha256(path) == hashlib.sha256(b"weights").hexdigest()
+    (memo,) = (tmp_path / "cache" / "sha256").iterdir()
+    memo.write_text("f" * 64)  # what a start-up reads instead of the file
+    assert models._file_sha256(path) == "f" * 64
+    memo.write_text("f" * 10)  # torn
+    assert models._file_sha256(path) == hashlib.sha256(b"weights").hexdigest()
+    path.write_bytes(b"other weights")
+    assert models._file_sha256(path) == hashlib.sha256(b"other weights").hexdigest()
 
 
 def test_a_one_chunk_text_file_spends_at_most_40_bytes_on_its_container():
