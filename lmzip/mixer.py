@@ -312,7 +312,7 @@ def _row_stats(logits, want, exp_table, out):
     last = exp_table.shape[0] - 1
     for i in numba.prange(logits.shape[0]):
         row = logits[i]
-        best, _, whole = _int_row(row, exp_table)
+        best, _, whole = _int_row(row, exp_table, np.empty(row.shape[0], np.int64))
         out[i, 0] = whole
         for k in range(want.shape[1]):
             out[i, 1 + k] = exp_table[min(best - row[want[i, k]], last)] if want[i, k] >= 0 else 0

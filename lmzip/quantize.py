@@ -213,25 +213,33 @@ def int_frequencies(logits: torch.Tensor, exp_table: torch.Tensor | np.ndarray, 
     return freqs.scatter_add_(-1, top, total - freqs.sum(-1, keepdim=True)), p
 
 
+LOOKUP_BLOCK = 256  # a lookup skips whole blocks of symbols by their sums, then scans one
+
+
 @numba.njit(cache=True, nogil=True)
-def _int_row(row, exp_table):
-    """The row's max, its first argmax and ``sum(P)``."""
-    top, best = 0, row[0]
+def _int_row(row, exp_table, p):
+    """The row's max, its first argmax and ``sum(P)``, with ``P`` written into ``p``. Three plain
+    loops (the max, its first place, then ``P``), so that the first and the last vectorise."""
+    best = row[0]
     for v in range(row.shape[0]):
-        if row[v] > best:
-            best, top = row[v], v
+        best = max(best, row[v])
+    top = 0
+    while row[top] != best:
+        top += 1
     last, whole = exp_table.shape[0] - 1, 0
     for v in range(row.shape[0]):
-        whole += exp_table[min(best - row[v], last)]
+        p[v] = exp_table[min(best - row[v], last)]
+        whole += p[v]
     return best, top, whole
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def floordiv(a, w):
-    """``a // w`` for ``0 <= a < 2**62``, ``1 <= w < 2**62`` and a quotient below 2**50: a float64
-    estimate, off by at most one (relative error a few 2**-53), then corrected in integers. An
-    integer division costs several times as much, once for every symbol of every table."""
-    q = np.int64(np.float64(a) / np.float64(w))
+def floordiv(a, w, inv):
+    """``a // w`` for ``0 <= a < 2**62``, ``1 <= w < 2**62`` and a quotient below 2**50, given
+    ``inv = 1 / w`` in float64: ``a * inv`` is within a few 2**-53 of the quotient, relatively, so
+    off by at most one, then corrected in integers. A division costs several times as much, once
+    for every symbol of every table."""
+    q = np.int64(np.float64(a) * inv)
     if q * w > a:
         q -= 1
     elif (q + 1) * w <= a:
@@ -240,27 +248,27 @@ def floordiv(a, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _int_freq(row, v, best, exp_table, budget, whole):
-    return 1 + floordiv(exp_table[min(best - row[v], exp_table.shape[0] - 1)] * budget, whole)
+def _freq_sum(p, budget, whole, inv):
+    """The sum of the frequencies ``1 + floor(P * budget / whole)`` of the symbols ``p`` holds."""
+    s = 0
+    for v in range(p.shape[0]):
+        s += 1 + floordiv(p[v] * budget, whole, inv)
+    return s
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _int_intervals(logits, tokens, exp_table, budget, total, out):
     for r in numba.prange(logits.shape[0]):
         row, tok = logits[r], tokens[r]
-        best, top, whole = _int_row(row, exp_table)
-        below, rest = 0, 0
-        for v in range(row.shape[0]):
-            f = _int_freq(row, v, best, exp_table, budget, whole)
-            if v < tok:
-                below += f
-            elif v > tok:
-                rest += f
-        f_tok = _int_freq(row, tok, best, exp_table, budget, whole)
+        p = np.empty(row.shape[0], np.int64)
+        best, top, whole = _int_row(row, exp_table, p)
+        inv = 1.0 / np.float64(whole)
+        below, rest = _freq_sum(p[:tok], budget, whole, inv), _freq_sum(p[tok + 1 :], budget, whole, inv)
+        f_tok = 1 + floordiv(p[tok] * budget, whole, inv)
         extra = total - below - rest - f_tok
         out[r, 0] = below + (extra if top < tok else 0)
         out[r, 1] = f_tok + (extra if top == tok else 0)
-        out[r, 2] = exp_table[min(best - row[tok], exp_table.shape[0] - 1)]
+        out[r, 2] = p[tok]
         out[r, 3] = whole
 
 
@@ -268,14 +276,19 @@ def _int_intervals(logits, tokens, exp_table, budget, total, out):
 def _int_lookups(logits, targets, exp_table, budget, total, out):
     for r in numba.prange(logits.shape[0]):
         row, target = logits[r], targets[r]
-        best, top, whole = _int_row(row, exp_table)
-        sum_f = 0
-        for v in range(row.shape[0]):
-            sum_f += _int_freq(row, v, best, exp_table, budget, whole)
-        extra = total - sum_f
+        p = np.empty(row.shape[0], np.int64)
+        best, top, whole = _int_row(row, exp_table, p)
+        inv = 1.0 / np.float64(whole)
+        extra = total - _freq_sum(p, budget, whole, inv)
         start, v, last = 0, 0, row.shape[0] - 1
+        while v + LOOKUP_BLOCK < row.shape[0]:  # whole blocks below the target, the last one scanned
+            block = _freq_sum(p[v : v + LOOKUP_BLOCK], budget, whole, inv) + (extra if v <= top < v + LOOKUP_BLOCK else 0)
+            if target < start + block:
+                break
+            start += block
+            v += LOOKUP_BLOCK
         while True:  # a target past the total (a damaged stream) stops at the last symbol
-            freq = _int_freq(row, v, best, exp_table, budget, whole) + (extra if v == top else 0)
+            freq = 1 + floordiv(p[v] * budget, whole, inv) + (extra if v == top else 0)
             if target < start + freq or v == last:
                 break
             start += freq

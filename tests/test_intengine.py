@@ -64,7 +64,7 @@ def test_floordiv_matches_python_integers():
         w = rng.choice([rng.randrange(1, 1 << 48), rng.randrange(1, 1 << 20), (1 << 48) - rng.randrange(1, 9)])
         q = rng.randrange(0, min(1 << 30, ((1 << 62) - w) // w) + 1)
         cases += [(q * w + d, w) for d in (-1, 0, 1, w - 1) if 0 <= q * w + d < 1 << 62]
-    assert [quantize.floordiv(a, w) for a, w in cases] == [a // w for a, w in cases]
+    assert [quantize.floordiv(a, w, 1.0 / w) for a, w in cases] == [a // w for a, w in cases]
 
 
 def test_integer_helpers_match_python_integers():
