@@ -458,14 +458,18 @@ class Runner:
         m, s2 = normalize(y)
         return m, s2 - 50 + 10 - norm.z
 
-    def gate(self, x: torch.Tensor, e: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
-        """``act(x) * by`` for rows ``(N, I)`` of int64 ``x * 2**e``, ``act(x)`` in fixed point 2**-16:
-        ``x`` times a table's gate."""
+    def swiglu(self, g: torch.Tensor, eg: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The MLP's ``act(g) * u`` for rows ``(N, I)`` of int64 ``g`` at exponents ``eg (N,)`` and ``u``:
+        ``u`` normalised to 14-bit mantissas at exponents ``su``, times ``g``'s gate (a table's, in
+        fixed point 2**-16), normalised again. Returns the products' mantissas, their exponents
+        ``sp`` and ``su``: the products are at ``2**(sp + su - 16)`` in ``u``'s units."""
         if self.fused:
-            return kernels.gate(x, e, by, self.model.gate_table, GATE_X, GATE_RANGE, GATE_ONE)
-        x16 = shift(x, -(e[..., None] + 16))  # fixed point 2**-16
+            return kernels.swiglu(g, eg, u, self.model.gate_table, GATE_X, GATE_RANGE, GATE_ONE)
+        un, su = normalize(u)
+        x16 = shift(g, -(eg[..., None] + 16))  # fixed point 2**-16
         idx = (shift(x16, 16 - GATE_X) + (GATE_RANGE << GATE_X)).clamp(0, self.t["gate_table"].shape[0] - 1)
-        return shift(x16 * self.t["gate_table"][idx], GATE_ONE) * by
+        pm, sp = normalize(shift(x16 * self.t["gate_table"][idx], GATE_ONE) * un)
+        return pm, sp, su
 
     def rotate(self, m: torch.Tensor, kind: str, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE of mantissas ``(R, H, T, d)`` at ``slots (T,)``: rotated mantissas and the exponent change."""
@@ -607,9 +611,7 @@ class Runner:
                             layer.mlp_norm, f"{name}.mlp_norm")
         g, eg = self.linear(m, e, f"{name}.gate", layer.gate.z)  # (R*T, I)
         u, eu = self.linear(m, e, f"{name}.up", layer.up.z)
-        un, su = self.normalize(u)
-        prod = self.gate(g, eg, un)  # at 2**(-16 + su + eu)
-        pm, sp = self.normalize(prod)
+        pm, sp, su = self.swiglu(g, eg, u)
         y, ey = self.linear(pm, sp + su + eu - 16, f"{name}.down", layer.down.z)
         return self.residual(y, ey, layer.post_mlp_norm, f"{name}.post_mlp_norm").view(R, T, D)
 

@@ -2,7 +2,7 @@
 the CPU's GEMM.
 
 Each elementwise kernel computes exactly the integers of the torch code it stands for
-(``intmodel.shift``, ``normalize``, ``Runner.rmsnorm``, ``gate``, ``rotate``, ``_weights`` and
+(``intmodel.shift``, ``normalize``, ``Runner.rmsnorm``, ``swiglu``, ``rotate``, ``_weights`` and
 ``_attend_block``; ``softmax`` stands for ``_weights`` alone), tested against it
 (``tests/test_kernels.py``); ``matmul`` computes the exact product, and ``halves`` and ``join``
 are ``exact``'s CPU steps around ``torch._int_mm``, all tested against Python integers
@@ -55,19 +55,25 @@ def _isqrt(v):
     return r
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _normalize_row(x, m, bits):
+    """One row ``x`` to ``bits``-bit mantissas in ``m``; returns the exponent. Plain loops over row
+    views, so that they vectorise (1.7 times as fast as indexing ``x[i, j]``)."""
+    top = 0
+    for j in range(x.shape[0]):
+        top = max(top, abs(x[j]))
+    s = _bit_length(top) - bits
+    for j in range(x.shape[0]):
+        m[j] = nshift(x[j], s)
+    return s
+
+
 @_rows_jit
 def _normalize(x, bits):
     """Rows ``x (N, n)`` to 14-bit (``bits``) mantissas ``(N, n)`` and exponents ``(N,)``."""
     m, s = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
     for i in numba.prange(x.shape[0]):
-        xi, mi = x[i], m[i]  # row views: the loops vectorise (1.7 times as fast as x[i, j])
-        top = 0
-        for j in range(xi.shape[0]):
-            top = max(top, abs(xi[j]))
-        si = _bit_length(top) - bits
-        s[i] = si
-        for j in range(xi.shape[0]):
-            mi[j] = nshift(xi[j], si)
+        s[i] = _normalize_row(x[i], m[i], bits)
     return m, s
 
 
@@ -101,16 +107,20 @@ def _rmsnorm(x, e, gain, params):
 
 
 @_rows_jit
-def _gate(x, e, by, table, grid, rng, one):
-    out = np.empty(x.shape, np.int64)
+def _swiglu(g, eg, u, table, grid, rng, one):
+    """``Runner.swiglu`` of rows ``g (N, I)`` at exponents ``eg (N,)`` and ``u (N, I)``, one pass a
+    row: the product's mantissas ``(N, I)`` and exponents ``(N,)``, and ``u``'s exponents ``(N,)``."""
+    pm, sp, su = np.empty(g.shape, np.int64), np.empty(g.shape[0], np.int64), np.empty(g.shape[0], np.int64)
     last = table.shape[0] - 1
-    for i in numba.prange(x.shape[0]):
-        xi, bi, oi, ei = x[i], by[i], out[i], e[i]
-        for j in range(xi.shape[0]):
-            x16 = nshift(xi[j], -(ei + 16))
+    for i in numba.prange(g.shape[0]):
+        gi, oi, ei = g[i], pm[i], eg[i]
+        su[i] = _normalize_row(u[i], oi, MANT)  # u's mantissas, then the products in their place
+        for j in range(gi.shape[0]):
+            x16 = nshift(gi[j], -(ei + 16))
             idx = min(max(nshift(x16, 16 - grid) + (rng << grid), 0), last)
-            oi[j] = nshift(x16 * table[idx], one) * bi[j]
-    return out
+            oi[j] = nshift(x16 * table[idx], one) * oi[j]
+        sp[i] = _normalize_row(oi, oi, MANT)
+    return pm, sp, su
 
 
 @_rows_jit
@@ -168,10 +178,11 @@ def rmsnorm(x: torch.Tensor, e: torch.Tensor, gain: np.ndarray, eps_m: int, eps_
     return torch.from_numpy(m.reshape(x.shape)), torch.from_numpy(em.reshape(x.shape[:-1]))
 
 
-def gate(x: torch.Tensor, e: torch.Tensor, by: torch.Tensor, table: np.ndarray, grid: int, rng: int,
-         one: int) -> torch.Tensor:
-    """``Runner.gate``: ``act(x * 2**e) * by`` for CPU rows ``(N, I)``."""
-    return torch.from_numpy(_gate(x.numpy(), e.numpy(), by.numpy(), table, grid, rng, one))
+def swiglu(g: torch.Tensor, eg: torch.Tensor, u: torch.Tensor, table: np.ndarray, grid: int, rng: int,
+           one: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``Runner.swiglu`` of CPU rows ``(N, I)``."""
+    pm, sp, su = _swiglu(g.numpy(), eg.numpy(), u.numpy(), table, grid, rng, one)
+    return torch.from_numpy(pm), torch.from_numpy(sp), torch.from_numpy(su)
 
 
 def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,8 +418,6 @@ def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, para
     m, e = _rmsnorm(x, np.full(n, -fh, np.int64), gains[1], params[1])
     g_, eg = _linear(m, e, weights[4], mults[4], zs[4])
     u, eu = _linear(m, e, weights[5], mults[5], zs[5])
-    un, su = _normalize(u, MANT)
-    prod = _gate(g_, eg, un, gate_table, gate_x, gate_range, gate_one)
-    pm, sp = _normalize(prod, MANT)
+    pm, sp, su = _swiglu(g_, eg, u, gate_table, gate_x, gate_range, gate_one)
     y, ey = _linear(pm, sp + su + eu - 16, weights[6], mults[6], zs[6])
     _residual(x, y, ey, gains[5], params[5], fh)
