@@ -17,6 +17,7 @@ engine) is kept for comparison; the measurement side (bpc, correlate, report, be
 in ``lmzip.analysis``.
 """
 
+from . import kernels  # noqa: F401, I001  (first: it sets how numba compiles, before any numba function is made)
 from .codec import LMZip, Stats, compress, decompress, open
 from .errors import (ChecksumError, InputError, LmzipError, ModelError, NotLmzipError, OutputExistsError,
                      ReplayError, TruncatedError)

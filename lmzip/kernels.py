@@ -20,8 +20,25 @@ import math
 import numba
 import numpy as np
 import torch
+from numba.core import codegen
 
 MANT = 14  # as intmodel.MANT (intmodel imports this module)
+
+
+def _wide_vectors() -> None:
+    """Let LLVM use the 512-bit vectors of a CPU that has them: its tuning for such Intel CPUs
+    prefers 256-bit ones (``prefer-256-bit``). On an Ice Lake Xeon, in ten pairs of alternating
+    processes, a decoder step of 3 rows took a median 31 ms (28-36) against 40 ms (27-43); of 1 and
+    8 rows, 1 to 5% less. No kernel's integers depend on the vector width. Only where
+    nobody chose numba's CPU features (``NUMBA_CPU_FEATURES``); numba reads them when its first
+    function is made, so the ``lmzip`` package imports this module before any other."""
+    if numba.config.CPU_FEATURES is None:
+        features = codegen.get_host_cpu_features()
+        if "+avx512f" in features.split(","):
+            numba.config.CPU_FEATURES = features + ",-prefer-256-bit"
+
+
+_wide_vectors()
 
 _jit = numba.njit(cache=True, nogil=True)
 _rows_jit = numba.njit(cache=True, nogil=True, parallel=True)  # independent rows, spread over the threads
