@@ -102,24 +102,15 @@ def _rmsnorm(x, e, gain, params):
     m, em = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
     for i in numba.prange(x.shape[0]):
         h = np.empty(n, np.int64)
-        top = 0
-        for j in range(n):
-            top = max(top, abs(x[i, j]))
-        s = _bit_length(top) - (MANT + 1)
+        s = _normalize_row(x[i], h, MANT + 1)
         ss = 0
         for j in range(n):
-            h[j] = nshift(x[i, j], s)
             ss += h[j] * h[j]
         eps = nshift(np.int64(eps_m), eps_z - 20 + 2 * (e[i] + s))
         r = (np.int64(1) << 50) // max(_isqrt((ss << 20) // n + eps), 1)
-        top = 0
         for j in range(n):
             h[j] = h[j] * gain[j] * r
-            top = max(top, abs(h[j]))
-        s2 = _bit_length(top) - MANT
-        for j in range(n):
-            m[i, j] = nshift(h[j], s2)
-        em[i] = s2 - 50 + 10 - z
+        em[i] = _normalize_row(h, m[i], MANT) - 50 + 10 - z
     return m, em
 
 

@@ -247,12 +247,18 @@ def floordiv(a, w, inv):
     return q
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _freq(p, budget, whole, inv):
+    """A symbol's frequency before the remainder: ``1 + floor(P * budget / whole)``."""
+    return 1 + floordiv(p * budget, whole, inv)
+
+
 @numba.njit(cache=True, nogil=True)
 def _freq_sum(p, budget, whole, inv):
-    """The sum of the frequencies ``1 + floor(P * budget / whole)`` of the symbols ``p`` holds."""
+    """The sum of the frequencies (``_freq``) of the symbols ``p`` holds."""
     s = 0
     for v in range(p.shape[0]):
-        s += 1 + floordiv(p[v] * budget, whole, inv)
+        s += _freq(p[v], budget, whole, inv)
     return s
 
 
@@ -264,7 +270,7 @@ def _int_intervals(logits, tokens, exp_table, budget, total, out):
         best, top, whole = _int_row(row, exp_table, p)
         inv = 1.0 / np.float64(whole)
         below, rest = _freq_sum(p[:tok], budget, whole, inv), _freq_sum(p[tok + 1 :], budget, whole, inv)
-        f_tok = 1 + floordiv(p[tok] * budget, whole, inv)
+        f_tok = _freq(p[tok], budget, whole, inv)
         extra = total - below - rest - f_tok
         out[r, 0] = below + (extra if top < tok else 0)
         out[r, 1] = f_tok + (extra if top == tok else 0)
@@ -288,7 +294,7 @@ def _int_lookups(logits, targets, exp_table, budget, total, out):
             start += block
             v += LOOKUP_BLOCK
         while True:  # a target past the total (a damaged stream) stops at the last symbol
-            freq = 1 + floordiv(p[v] * budget, whole, inv) + (extra if v == top else 0)
+            freq = _freq(p[v], budget, whole, inv) + (extra if v == top else 0)
             if target < start + freq or v == last:
                 break
             start += freq
