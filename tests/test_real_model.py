@@ -9,7 +9,7 @@ import pytest
 import zstandard
 
 import lmzip
-from lmzip import LMZip, chunking, container, models
+from lmzip import LMZip, chunking, container, intmodel, models
 
 pytestmark = pytest.mark.skipif(not models.REGISTRY[models.DEFAULT_MODEL].installed(),
                                 reason="default model package not installed")
@@ -41,7 +41,8 @@ def test_default_model_round_trip_and_ratio():
 
 def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch, capfd):
     """The disk cache of the quantised GGUF: written on the first load, read on the next, identical
-    files either way; a damaged entry is noticed and rebuilt. The GGUF reader's own progress bar
+    files either way; a checked entry is trusted until one of its files changes; a damaged entry is
+    noticed and rebuilt. The GGUF reader's own progress bar
     stays off (lmzip draws its own, and none under -q)."""
     monkeypatch.setenv("LMZIP_CACHE", str(tmp_path))
     full = models.load_integer(models.DEFAULT_MODEL, device="cpu")
@@ -53,7 +54,18 @@ def test_integer_cache_gives_the_same_model_and_files(tmp_path, monkeypatch, cap
     assert isinstance(cached.tokenizer, models.CachedTokenizer)  # transformers' tokenizer, without transformers
     blob = LMZip(cached).compress(TEXT)
     assert blob == LMZip(full).compress(TEXT) and LMZip(full).decompress(blob) == TEXT
-    (entry / "fingerprint").write_text("0" * 32)
+    hashed, real = [], intmodel.IntModel.fingerprint  # an entry checked once is trusted until a file changes
+    monkeypatch.setattr(intmodel.IntModel, "fingerprint", lambda self: hashed.append(1) or real(self))
+    again = models.load_integer(models.DEFAULT_MODEL, device="cpu")
+    assert again.module is None and again.integer_fingerprint == full.integer_fingerprint and not hashed
+    with open(entry / "model.bin", "r+b") as f:  # a byte amid the weights, flipped
+        f.seek(f.seek(0, 2) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 1]))
+    rebuilt = models.load_integer(models.DEFAULT_MODEL, device="cpu")
+    assert hashed and rebuilt.module is not None and rebuilt.integer_fingerprint == full.integer_fingerprint
+    (entry / "fingerprint").write_text("0" * 32)  # the mark names the fingerprint it matched: checked again
     rebuilt = models.load_integer(models.DEFAULT_MODEL, device="cpu")
     assert rebuilt.module is not None and (entry / "fingerprint").read_text() == full.integer_fingerprint
 
