@@ -405,8 +405,9 @@ class Runner:
     On a CPU the stages run as ``kernels``' numba kernels unless ``fused`` is False. A decoder step
     (fewer than ``GEMM_QUERIES`` tokens a row) runs a whole layer in one call (``kernels.layer``,
     with the numba GEMM), unless the chosen GEMM is int8 and the step has more than
-    ``WHOLE_LAYER_ROWS`` rows; anything else runs stage by stage around the chosen GEMM, a
-    prefill block's attention through float64 GEMMs (``_attend_block``).
+    ``WHOLE_LAYER_ROWS`` rows (``whole_rows``): then the same numba stages run around int8 GEMMs
+    (``_staged_layer``). A prefill block runs torch's stages around the chosen GEMM, its
+    attention through float64 GEMMs (``_attend_block``).
     The torch code they stand for is the reference (and the CUDA path): the same integers.
 
     ``static`` (the default off a CPU) attends over every slot of the window, the slots a block
@@ -415,7 +416,9 @@ class Runner:
     weigh exactly 0, so the integers are the sliced attention's.
     """
 
-    WHOLE_LAYER_ROWS = 16
+    # Steps at slot 400 on an Ice Lake Xeon, whole layers against stages around int8 GEMMs, alternating:
+    # 4 rows 47 against 63 ms, 8 rows 61.5 against 60.7, 10 rows 80 against 75, 16 rows 100 against 86.
+    WHOLE_LAYER_ROWS = 8
     GEMM_QUERIES = 8  # a block of this many tokens a row or more attends through float64 GEMMs
     NUMBA_HEAD_ROWS = 4  # logits of at most this many rows come from the numba GEMM
 
@@ -433,6 +436,9 @@ class Runner:
         self.t = t
         self.embed_q = torch.from_numpy(model.embed.q).to(device)  # int8 (V, D): rows gathered per token
         self.layer_args = [self._layer_args(layer) for layer in model.layers] if self.fused else None
+        # A step of more rows than this runs the numba stages around the chosen GEMM: only int8's
+        # beats the numba GEMM at a step's rows.
+        self.whole_rows = self.WHOLE_LAYER_ROWS if gemm.name == "int8" else math.inf
         self._scores = torch.empty(0, dtype=torch.float64, device=device)  # see _scores_buffer
 
     def _layer_args(self, layer: Layer) -> tuple:
@@ -526,8 +532,7 @@ class Runner:
             a[i].index_copy_(2, slots, new)  # at the slots tensor: no host number in the step's shapes
         eq = eq + sq
 
-        attend = self._attend_fused if self.fused and T < self.GEMM_QUERIES else self._attend_block
-        o, ref = attend(i, layer, qr, eq, cache, slots)
+        o, ref = self._attend_block(i, layer, qr, eq, cache, slots)
         o = o.view(R, H, T, d).transpose(1, 2)  # (R, T, H, d) at 2**(ref - 2)
         ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
         top_e = ref.amax(-1, keepdim=True)
@@ -596,19 +601,6 @@ class Runner:
         ref = torch.where(visible, ve, -(1 << 30)).amax(-1)  # (R, G, gT)
         return shift(p, ref[..., None] - ve), p.sum(-1), ref
 
-    def _attend_fused(self, i: int, layer: Layer, qr: torch.Tensor, eq: torch.Tensor, cache: Cache,
-                      slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``_attend_block`` by the numba kernel, for a few queries (the decoder's step), where GEMMs
-        gain nothing: ``(R, H, T, d)`` at 2**(ref - 2), and ``ref (R, H, T)``."""
-        c = self.model.config
-        o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
-        window = c.sliding_window if layer.kind == "sliding_attention" else 0
-        mult, z = self.model.score
-        kernels.attend(qr.contiguous().numpy(), eq.contiguous().numpy(), cache.k[i].numpy(), cache.ke[i].numpy(),
-                       cache.v[i].numpy(), cache.ve[i].numpy(), slots.numpy(), window, mult, z - FS,
-                       self.model.att_exp, o, ref)
-        return torch.from_numpy(o), torch.from_numpy(ref)
-
     def residual(self, y: torch.Tensor, e: torch.Tensor, norm: Norm | None, name: str) -> torch.Tensor:
         """A branch's output rows (int64 at exponents ``e``) as a residual update at 2**-FH (Gemma: normed first)."""
         if norm is not None:
@@ -637,6 +629,26 @@ class Runner:
             cache.k[i, :, :, 1 : keep + 1], cache.ke[i, :, :, 1 : keep + 1] = kr.short(), (re + sk).int()
         cache.used = keep + 1
 
+    def _staged_layer(self, i: int, x: np.ndarray, rows: int, cache: Cache) -> None:
+        """``kernels.layer`` on ``x (R*T, D)``, in place, with the chosen GEMM: its numba stages
+        between the matmuls, so that a step of many rows costs 12 calls a layer, not the torch
+        stage path's 60 (a step of 19 rows at slot 400: 101-134 ms against 113-163 ms, alternating
+        step by step, on an Ice Lake Xeon)."""
+        w, mults, zs, gains, params, heads, rope, window, score_mult, score_z, att_exp, gate_table, consts = \
+            self.layer_args[i]
+        fh, gate_x, gate_range, gate_one, rope_one = consts
+
+        def mm(m: np.ndarray, proj: str) -> np.ndarray:
+            name = f"layers.{i}.{proj}"
+            return self.gemm(torch.from_numpy(m), self.t[f"{name}.q"], self.t[f"{name}.mult"]).numpy()
+
+        m, e = kernels._rmsnorm(x, np.full(x.shape[0], -fh, np.int64), gains[0], params[0])
+        om, eo = kernels._attn_mid(mm(m, "q"), mm(m, "k"), mm(m, "v"), e, zs, rows, cache.used, *cache.arrays(i),
+                                   gains, params, heads, rope, window, score_mult, score_z, att_exp, rope_one)
+        m, e = kernels._mlp_in(x, mm(om, "o"), eo - zs[3], gains, params, fh)
+        pm, sp, su = kernels._swiglu(mm(m, "gate"), e - zs[4], mm(m, "up"), gate_table, gate_x, gate_range, gate_one)
+        kernels._residual(x, mm(pm, "down"), sp + su + e - zs[5] - 16 - zs[6], gains[5], params[5], fh)
+
     def forward(self, tokens: torch.Tensor, cache: Cache) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed ``tokens (R, T)`` after what ``cache`` holds: the final norm's ``(R, T, D)`` mantissas
         and ``(R, T)`` exponents, for ``logits``. Blocks are cut where the window moves."""
@@ -648,11 +660,14 @@ class Runner:
             n = min(tokens.shape[1] - pos, cache.slots - cache.used)
             x = self.embed(tokens[:, pos : pos + n])  # (R, T, D)
             R, T, D = x.shape
-            whole = self.fused and T < self.GEMM_QUERIES and (self.gemm.name != "int8" or R * T <= self.WHOLE_LAYER_ROWS)
-            rows = x.view(R * T, D).numpy() if whole else None
+            step = self.fused and T < self.GEMM_QUERIES
+            whole = step and R * T <= self.whole_rows
+            rows = x.view(R * T, D).numpy() if step else None
             for i, layer in enumerate(self.model.layers):
                 if whole:  # in place, on x's memory
                     kernels.layer(rows, R, cache.used, *cache.arrays(i), *self.layer_args[i])
+                elif step:
+                    self._staged_layer(i, rows, R, cache)
                 else:
                     x = x + self.attention(i, layer, x, cache, cache.used)
                     x = x + self.mlp(i, layer, x)

@@ -336,15 +336,17 @@ def softmax(scores, eq, ke, ve, qslot, window, mult, z, table, total, ref):
 
 # -- one whole layer ------------------------------------------------------------------------
 # ``layer`` is ``Runner.attention`` then ``Runner.mlp`` in one call, so a decoder step costs 30
-# calls into numba, not a few thousand torch and numpy dispatches. Like the kernels above, its
-# helpers allocate and return their outputs.
+# calls into numba, not a few thousand torch and numpy dispatches. Its stages between the matmuls
+# (``_rmsnorm``, ``_attn_mid``, ``_mlp_in``, ``_swiglu``, ``_residual``) are kernels of their own,
+# which ``Runner._staged_layer`` calls around another GEMM for a step of many rows. Like the
+# kernels above, they allocate and return their outputs.
 
 @_jit
-def _linear(m, e, w, mult, z):
-    """``Runner.linear``: mantissas ``(N, K)`` at exponents ``e`` through int8 ``w (M, K)``."""
+def _mm(m, w, mult):
+    """``Runner.linear``'s product: mantissas ``(N, K)`` through int8 ``w (M, K)``, ``(N, M)`` int64."""
     y = np.empty((m.shape[0], w.shape[0]), np.int64)
     _matmul(m.astype(np.int16), w, mult, y)
-    return y, e - z
+    return y
 
 
 @_jit
@@ -374,25 +376,18 @@ def _heads(y, ey, rows, T, heads, d):
 
 
 @_jit
-def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, params, heads, rope, window,
-          score_mult, score_z, att_exp, gate_table, consts):
-    """One layer for the block ``x (R*T, D)`` (int64 at 2**-FH, row ``r * T + t``) at slots
-    ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values.
-    ``weights``/``mults``/``zs``: q, k, v, o, gate, up, down; ``gains``/``params``: the attention,
-    MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, GATE_X,
-    GATE_RANGE, GATE_ONE, ROPE_ONE."""
-    fh, gate_x, gate_range, gate_one, rope_one = consts
-    n, kv, d = x.shape[0], k.shape[1], k.shape[3]
+def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, window,
+              score_mult, score_z, att_exp, rope_one):
+    """``Runner.attention`` between the q, k, v products ``(R*T, ·)`` of rows at exponents ``e - zs[i]``
+    and the o projection: the block at slots ``start..`` joins the layer's cache ``(R, G, L, d)``
+    (``layer``'s arguments), and the attention's output leaves as mantissas ``(R*T, heads*d)``
+    with their exponents, for ``o``."""
+    n, kv, d = yq.shape[0], k.shape[1], k.shape[3]
     T = n // rows
     slots = np.arange(start, start + T)
-    # attention: rmsnorm, then q, k, v per head, per token
-    m, e = _rmsnorm(x, np.full(n, -fh, np.int64), gains[0], params[0])
-    y, ey = _linear(m, e, weights[0], mults[0], zs[0])
-    q, eq = _heads(y, ey, rows, T, heads, d)
-    y, ey = _linear(m, e, weights[1], mults[1], zs[1])
-    kk, ek = _heads(y, ey, rows, T, kv, d)
-    y, ey = _linear(m, e, weights[2], mults[2], zs[2])
-    vv, ev = _heads(y, ey, rows, T, kv, d)
+    q, eq = _heads(yq, e - zs[0], rows, T, heads, d)
+    kk, ek = _heads(yk, e - zs[1], rows, T, kv, d)
+    vv, ev = _heads(yv, e - zs[2], rows, T, kv, d)
     if gains[2].shape[0] > 0:  # Gemma 3's q and k norms
         qm, qe = _rmsnorm(q.reshape(-1, d), eq.reshape(-1), gains[2], params[2])
         q, eq = qm.reshape(q.shape), qe.reshape(eq.shape)
@@ -420,12 +415,31 @@ def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, para
                 for c in range(d):
                     flat[i, h * d + c] = nshift(o[r, h, t, c], top[i] - ref[r, h, t])
     om, s = _normalize(flat, MANT)
-    y, ey = _linear(om, s + top - 2, weights[3], mults[3], zs[3])
+    return om, s + top - 2
+
+
+@_jit
+def _mlp_in(x, y, ey, gains, params, fh):
+    """The attention's ``o`` product ``y`` at exponents ``ey`` joins ``x`` (in place); then the MLP's
+    norm of ``x``: mantissas and exponents, for ``gate`` and ``up``."""
     _residual(x, y, ey, gains[4], params[4], fh)
-    # the MLP
-    m, e = _rmsnorm(x, np.full(n, -fh, np.int64), gains[1], params[1])
-    g_, eg = _linear(m, e, weights[4], mults[4], zs[4])
-    u, eu = _linear(m, e, weights[5], mults[5], zs[5])
-    pm, sp, su = _swiglu(g_, eg, u, gate_table, gate_x, gate_range, gate_one)
-    y, ey = _linear(pm, sp + su + eu - 16, weights[6], mults[6], zs[6])
-    _residual(x, y, ey, gains[5], params[5], fh)
+    return _rmsnorm(x, np.full(x.shape[0], -fh, np.int64), gains[1], params[1])
+
+
+@_jit
+def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, params, heads, rope, window,
+          score_mult, score_z, att_exp, gate_table, consts):
+    """One layer for the block ``x (R*T, D)`` (int64 at 2**-FH, row ``r * T + t``) at slots
+    ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values.
+    ``weights``/``mults``/``zs``: q, k, v, o, gate, up, down; ``gains``/``params``: the attention,
+    MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, GATE_X,
+    GATE_RANGE, GATE_ONE, ROPE_ONE."""
+    fh, gate_x, gate_range, gate_one, rope_one = consts
+    m, e = _rmsnorm(x, np.full(x.shape[0], -fh, np.int64), gains[0], params[0])
+    om, eo = _attn_mid(_mm(m, weights[0], mults[0]), _mm(m, weights[1], mults[1]), _mm(m, weights[2], mults[2]),
+                       e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, window,
+                       score_mult, score_z, att_exp, rope_one)
+    m, e = _mlp_in(x, _mm(om, weights[3], mults[3]), eo - zs[3], gains, params, fh)
+    pm, sp, su = _swiglu(_mm(m, weights[4], mults[4]), e - zs[4], _mm(m, weights[5], mults[5]),
+                         gate_table, gate_x, gate_range, gate_one)
+    _residual(x, _mm(pm, weights[6], mults[6]), sp + su + e - zs[5] - 16 - zs[6], gains[5], params[5], fh)

@@ -96,19 +96,25 @@ def test_rotate_matches_the_torch_code(runners):
 def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
     """The whole forward pass, prefilled and stepped, window moves included, against the torch
     code and the float32 GEMM (CUDA's path, run on the CPU): by whole-layer kernels (the numba
-    GEMM), and by stages around another GEMM for blocks of more than ``WHOLE_LAYER_ROWS`` rows."""
+    GEMM), by the numba stages around another GEMM (``_staged_layer``, which int8's takes for steps
+    of many rows), and by torch's stages around it."""
     model = tiny_lm.predictor().model if family == "llama" else intmodel.IntModel.from_module(_gemma_module())
     cpu = torch.device("cpu")
-    plain, whole, staged = (predictor.Predictor(model, cpu, start_token=0) for _ in range(3))
+    plain, whole, stepped, staged = (predictor.Predictor(model, cpu, start_token=0) for _ in range(4))
     plain.runner = intmodel.Runner(model, exact.Float32Gemm(), cpu, fused=False)
     whole.runner = intmodel.Runner(model, exact.Gemm(), cpu)
+    stepped.runner = intmodel.Runner(model, exact.Float32Gemm(), cpu)
+    stepped.runner.whole_rows = 0
     staged.runner = intmodel.Runner(model, exact.Float32Gemm(), cpu)
     assert whole.runner.fused and staged.runner.fused
     rows = np.random.default_rng(4).integers(0, model.vocab, (3, 40))
     want = _logits(plain, rows, slots=16)
-    for pred in (whole, staged):
+    staged_steps = []
+    stepped.runner._staged_layer = lambda *a, f=stepped.runner._staged_layer: staged_steps.append(1) or f(*a)
+    for pred in (whole, stepped, staged):
         assert np.array_equal(_logits(pred, rows, slots=16), want)  # blocks of 3 x 16 rows
         assert np.array_equal(_logits(pred, rows, slots=16, block=1), want)
+    assert staged_steps  # the stepped runner took that path
 
 
 @pytest.mark.parametrize("window", [0, 700])
@@ -138,10 +144,13 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
     c.sliding_window, saved = window, c.sliding_window
     try:
         o, ref = fused._attend_block(0, layer, q, eq, cache, slots)
-        want_o, want_ref = fused._attend_fused(0, layer, q, eq, cache, slots)
+        want_o, want_ref = np.empty(q.shape, np.int64), np.empty(q.shape[:3], np.int64)
+        mult, z = model.score
+        kernels.attend(q.numpy(), eq.numpy(), cache.k[0].numpy(), cache.ke[0].numpy(), cache.v[0].numpy(),
+                       cache.ve[0].numpy(), slots.numpy(), window, mult, z - intmodel.FS, model.att_exp, want_o, want_ref)
     finally:
         layer.kind, c.sliding_window = layer_kind, saved
-    assert torch.equal(o.reshape(want_o.shape), want_o) and torch.equal(ref.reshape(want_ref.shape), want_ref)
+    assert np.array_equal(o.reshape(want_o.shape).numpy(), want_o) and np.array_equal(ref.reshape(want_ref.shape).numpy(), want_ref)
     assert T >= fused.GEMM_QUERIES  # the engine takes this path for such a block
 
 
