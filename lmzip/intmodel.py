@@ -77,6 +77,12 @@ def normalize(x: torch.Tensor, bits: int = MANT) -> tuple[torch.Tensor, torch.Te
     return shift(x, s[..., None]), s
 
 
+def quarters(num: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """Attention's output: ``4 * num / total`` rounded half up, of weighted values ``num (..., d)``
+    (integers, any dtype) and their softmax totals ``(...)``, as int64."""
+    return torch.div(num.long() * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")
+
+
 def isqrt(v: torch.Tensor) -> torch.Tensor:
     """``floor(sqrt(v))`` of non-negative int64 below 2**62, exactly (a float guess, corrected)."""
     r = torch.sqrt(v.double()).floor().long()
@@ -429,6 +435,7 @@ class Runner:
         self.static = device.type != "cpu" if static is None else static
         self.normalize = kernels.normalize if self.fused else normalize
         self.shift_rows = kernels.shift_rows if self.fused else lambda x, s: shift(x, s[..., None])
+        self.quarters = kernels.quarters if self.fused else quarters
         t = {}
         for name, v in model.arrays().items():
             if isinstance(v, np.ndarray) and name != "embed.q":  # the embedding is gathered, not multiplied
@@ -569,9 +576,8 @@ class Runner:
         else:
             pv, total, ref = self._weights(acc.long(), eqg, ke, ve, qslot, window)
             pv = pv.double()
-        num = (pv @ cache.v[i, :, :, :end].double()).long()  # (R, G, gT, d)
-        o = torch.div(num * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")  # 4 * num / total
-        return o, ref
+        num = pv @ cache.v[i, :, :, :end].double()  # (R, G, gT, d)
+        return self.quarters(num, total), ref
 
     def _scores_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
         """A float64 tensor of ``shape`` for a block's scores ``(R, G, gT, L)``, in memory kept from

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +93,27 @@ def test_rotate_matches_the_torch_code(runners):
     got, want = fused.rotate(m, "full_attention", slots), plain.rotate(m, "full_attention", slots)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert ROPE_ONE == 14
+
+
+def test_attention_quarters_match_the_torch_code_and_exact_rounding(runners):
+    """``4 * num / total`` rounded half up, by a float64 reciprocal corrected in integers: against
+    torch's floor division and Python's exact fractions, at the bounds (weighted values that are
+    means of values up to 2**14 under totals of one weight to 4096 weights of 2**20, halves included)."""
+    fused, plain = runners
+    rng = np.random.default_rng(5)
+    total = rng.integers(1, (1 << 32) + 1, (6, 500))
+    total[0, :4] = [1, 2, 3, 1 << 32]
+    mean = rng.integers(-(1 << 16), (1 << 16) + 1, total.shape + (64,))  # 4 * num / total, near 2**16 at most
+    num = mean * total[..., None] // 4 + rng.integers(-3, 4, mean.shape)  # off the grid, and on it
+    num[0, 0, :3] = [-(1 << 14), 1 << 14, 0]  # a single weight of 1: +-2**14 exactly
+    num[1, 0, :2] = [(1 << 14) * total[1, 0], -(1 << 14) * total[1, 0]]
+    got = fused.quarters(torch.from_numpy(num.astype(np.float64)), torch.from_numpy(total))
+    assert torch.equal(got, plain.quarters(torch.from_numpy(num), torch.from_numpy(total)))
+    flat_num, flat_total, flat_got = num.reshape(-1, 64), total.reshape(-1), got.numpy().reshape(-1, 64)
+    for i in rng.choice(len(flat_total), 40, replace=False):
+        for c in (0, 1, 63):
+            want = math.floor(Fraction(4 * int(flat_num[i, c]), int(flat_total[i])) + Fraction(1, 2))
+            assert flat_got[i, c] == want
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
