@@ -408,13 +408,12 @@ class Cache:
 class Runner:
     """An ``IntModel`` placed on a device with a proved-exact GEMM; ``forward`` computes logits.
 
-    On a CPU the stages run as ``kernels``' numba kernels unless ``fused`` is False. A decoder step
-    (fewer than ``GEMM_QUERIES`` tokens a row) runs a whole layer in one call (``kernels.layer``,
-    with the numba GEMM), unless the chosen GEMM is int8 and the step has more than
-    ``WHOLE_LAYER_ROWS`` rows (``whole_rows``): then the same numba stages run around int8 GEMMs
-    (``_staged_layer``). A prefill block runs torch's stages around the chosen GEMM, its
-    attention through float64 GEMMs (``_attend_block``).
-    The torch code they stand for is the reference (and the CUDA path): the same integers.
+    On a CPU a layer runs as ``kernels``' numba stages unless ``fused`` is False. A decoder step
+    (fewer than ``GEMM_QUERIES`` tokens a row) of at most ``whole_rows`` rows runs a whole layer
+    in one call (``kernels.layer``, with the numba GEMM); anything else runs the same stages around
+    the chosen GEMM (``_cpu_layer``), a prefill block's attention through float64 GEMMs
+    (``_attend_block``). The torch code they stand for (``attention``, ``mlp``) is the reference
+    and the CUDA path: the same integers.
 
     ``static`` (the default off a CPU) attends over every slot of the window, the slots a block
     may not see masked, so that a step's shapes never change with its position and no number
@@ -433,7 +432,6 @@ class Runner:
         self.model, self.gemm, self.device = model, gemm, device
         self.fused = device.type == "cpu" if fused is None else fused
         self.static = device.type != "cpu" if static is None else static
-        self.normalize = kernels.normalize if self.fused else normalize
         self.shift_rows = kernels.shift_rows if self.fused else lambda x, s: shift(x, s[..., None])
         self.quarters = kernels.quarters if self.fused else quarters
         t = {}
@@ -487,8 +485,6 @@ class Runner:
         ``u`` normalised to 14-bit mantissas at exponents ``su``, times ``g``'s gate (a table's, in
         fixed point 2**-16), normalised again. Returns the products' mantissas, their exponents
         ``sp`` and ``su``: the products are at ``2**(sp + su - 16)`` in ``u``'s units."""
-        if self.fused:
-            return kernels.swiglu(g, eg, u, self.model.gate_table, GATE_X, GATE_RANGE, GATE_ONE)
         un, su = normalize(u)
         x16 = shift(g, -(eg[..., None] + 16))  # fixed point 2**-16
         idx = (shift(x16, 16 - GATE_X) + (GATE_RANGE << GATE_X)).clamp(0, self.t["gate_table"].shape[0] - 1)
@@ -522,7 +518,7 @@ class Runner:
 
         def project(proj: str, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
             y, ey = self.linear(m, e, f"{name}.{proj}", getattr(layer, proj).z)  # (R*T, heads*d)
-            y, s = self.normalize(y.view(R, T, heads, d).transpose(1, 2))  # (R, heads, T, d), per token and head
+            y, s = normalize(y.view(R, T, heads, d).transpose(1, 2))  # (R, heads, T, d), per token and head
             return y, s + ey.view(R, 1, T)
 
         q, eq = project("q", H)  # (R, H, T, d), (R, H, T)
@@ -544,7 +540,7 @@ class Runner:
         ref = ref.view(R, H, T).transpose(1, 2)  # (R, T, H)
         top_e = ref.amax(-1, keepdim=True)
         o = self.shift_rows(o, top_e - ref).reshape(R * T, H * d)  # one exponent per token
-        om, s = self.normalize(o)
+        om, s = normalize(o)
         y, ey = self.linear(om, s + top_e.view(R * T) - 2, f"{name}.o", layer.o.z)
         return self.residual(y, ey, layer.post_attn_norm, f"{name}.post_attn_norm").view(R, T, D)
 
@@ -635,22 +631,30 @@ class Runner:
             cache.k[i, :, :, 1 : keep + 1], cache.ke[i, :, :, 1 : keep + 1] = kr.short(), (re + sk).int()
         cache.used = keep + 1
 
-    def _staged_layer(self, i: int, x: np.ndarray, rows: int, cache: Cache) -> None:
-        """``kernels.layer`` on ``x (R*T, D)``, in place, with the chosen GEMM: its numba stages
-        between the matmuls, so that a step of many rows costs 12 calls a layer, not the torch
-        stage path's 60 (a step of 19 rows at slot 400: 101-134 ms against 113-163 ms, alternating
-        step by step, on an Ice Lake Xeon)."""
+    def _cpu_layer(self, i: int, layer: Layer, x: np.ndarray, rows: int, cache: Cache) -> None:
+        """One layer on ``x (R*T, D)``, in place, by ``kernels.layer``'s numba stages around the chosen
+        GEMM: a step of many rows costs 12 calls a layer, not torch's 60 (19 rows at slot 400:
+        101-134 ms against 113-163 ms, alternating step by step, on an Ice Lake Xeon); a prefill
+        block attends through float64 GEMMs (``_attend_block``) between ``_qkv`` and ``_merge_heads``."""
         w, mults, zs, gains, params, heads, rope, window, score_mult, score_z, att_exp, gate_table, consts = \
             self.layer_args[i]
         fh, gate_x, gate_range, gate_one, rope_one = consts
+        T, start = x.shape[0] // rows, cache.used
 
         def mm(m: np.ndarray, proj: str) -> np.ndarray:
             name = f"layers.{i}.{proj}"
             return self.gemm(torch.from_numpy(m), self.t[f"{name}.q"], self.t[f"{name}.mult"]).numpy()
 
         m, e = kernels._rmsnorm(x, np.full(x.shape[0], -fh, np.int64), gains[0], params[0])
-        om, eo = kernels._attn_mid(mm(m, "q"), mm(m, "k"), mm(m, "v"), e, zs, rows, cache.used, *cache.arrays(i),
-                                   gains, params, heads, rope, window, score_mult, score_z, att_exp, rope_one)
+        y = mm(m, "q"), mm(m, "k"), mm(m, "v")
+        if T < self.GEMM_QUERIES:
+            om, eo = kernels._attn_mid(*y, e, zs, rows, start, *cache.arrays(i), gains, params, heads, rope, window,
+                                       score_mult, score_z, att_exp, rope_one)
+        else:
+            qr, eq = kernels._qkv(*y, e, zs, rows, start, *cache.arrays(i), gains, params, heads, rope, rope_one)
+            o, ref = self._attend_block(i, layer, torch.from_numpy(qr), torch.from_numpy(eq), cache,
+                                        torch.arange(start, start + T))
+            om, eo = kernels._merge_heads(o.view(qr.shape).numpy(), ref.view(eq.shape).numpy())
         m, e = kernels._mlp_in(x, mm(om, "o"), eo - zs[3], gains, params, fh)
         pm, sp, su = kernels._swiglu(mm(m, "gate"), e - zs[4], mm(m, "up"), gate_table, gate_x, gate_range, gate_one)
         kernels._residual(x, mm(pm, "down"), sp + su + e - zs[5] - 16 - zs[6], gains[5], params[5], fh)
@@ -666,14 +670,13 @@ class Runner:
             n = min(tokens.shape[1] - pos, cache.slots - cache.used)
             x = self.embed(tokens[:, pos : pos + n])  # (R, T, D)
             R, T, D = x.shape
-            step = self.fused and T < self.GEMM_QUERIES
-            whole = step and R * T <= self.whole_rows
-            rows = x.view(R * T, D).numpy() if step else None
+            whole = self.fused and T < self.GEMM_QUERIES and R * T <= self.whole_rows
+            rows = x.view(R * T, D).numpy() if self.fused else None
             for i, layer in enumerate(self.model.layers):
                 if whole:  # in place, on x's memory
                     kernels.layer(rows, R, cache.used, *cache.arrays(i), *self.layer_args[i])
-                elif step:
-                    self._staged_layer(i, rows, R, cache)
+                elif self.fused:
+                    self._cpu_layer(i, layer, rows, R, cache)
                 else:
                     x = x + self.attention(i, layer, x, cache, cache.used)
                     x = x + self.mlp(i, layer, x)

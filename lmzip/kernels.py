@@ -168,12 +168,6 @@ def _rows(x: torch.Tensor) -> np.ndarray:
     return x.reshape(-1, x.shape[-1]).numpy()
 
 
-def normalize(x: torch.Tensor, bits: int = MANT) -> tuple[torch.Tensor, torch.Tensor]:
-    """``intmodel.normalize`` of a CPU int64 tensor."""
-    m, s = _normalize(_rows(x), bits)
-    return torch.from_numpy(m.reshape(x.shape)), torch.from_numpy(s.reshape(x.shape[:-1]))
-
-
 def shift_rows(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """``intmodel.shift(x, s[..., None])``: CPU int64 rows ``(..., n)``, one shift a row ``s (...)``."""
     return torch.from_numpy(_shift_rows(_rows(x), s.reshape(-1).numpy()).reshape(x.shape))
@@ -184,13 +178,6 @@ def rmsnorm(x: torch.Tensor, e: torch.Tensor, gain: np.ndarray, eps_m: int, eps_
     """``Runner.rmsnorm`` of CPU rows ``(..., n)`` at exponents ``e (...)``."""
     m, em = _rmsnorm(_rows(x), e.reshape(-1).numpy(), gain, np.array([z, eps_m, eps_z], np.int64))
     return torch.from_numpy(m.reshape(x.shape)), torch.from_numpy(em.reshape(x.shape[:-1]))
-
-
-def swiglu(g: torch.Tensor, eg: torch.Tensor, u: torch.Tensor, table: np.ndarray, grid: int, rng: int,
-           one: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``Runner.swiglu`` of CPU rows ``(N, I)``."""
-    pm, sp, su = _swiglu(g.numpy(), eg.numpy(), u.numpy(), table, grid, rng, one)
-    return torch.from_numpy(pm), torch.from_numpy(sp), torch.from_numpy(su)
 
 
 def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,8 +356,9 @@ def quarters(num: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
 # ``layer`` is ``Runner.attention`` then ``Runner.mlp`` in one call, so a decoder step costs 30
 # calls into numba, not a few thousand torch and numpy dispatches. Its stages between the matmuls
 # (``_rmsnorm``, ``_attn_mid``, ``_mlp_in``, ``_swiglu``, ``_residual``) are kernels of their own,
-# which ``Runner._staged_layer`` calls around another GEMM for a step of many rows. Like the
-# kernels above, they allocate and return their outputs.
+# which ``Runner._cpu_layer`` calls around another GEMM (and a prefill block's float64 attention,
+# between ``_qkv`` and ``_merge_heads``). Like the kernels above, they allocate and return their
+# outputs.
 
 @_jit
 def _mm(m, w, mult):
@@ -380,39 +368,34 @@ def _mm(m, w, mult):
     return y
 
 
-@_jit
+@_rows_jit
 def _residual(x, y, e, gain, params, fh):
     """``x += Runner.residual(y, e, norm)``: the norm only where it has gains (Gemma 3)."""
     if gain.shape[0] > 0:
         y, e = _rmsnorm(y, e, gain, params)
-    for i in range(x.shape[0]):
+    for i in numba.prange(x.shape[0]):
         for j in range(x.shape[1]):
             x[i, j] += nshift(y[i, j], -(e[i] + fh))
 
 
-@_jit
+@_rows_jit
 def _heads(y, ey, rows, T, heads, d):
-    """``y (R*T, heads*d)`` to per-head mantissas ``(R, heads, T, d)`` and exponents, as ``project``."""
-    flat = np.empty((rows * heads * T, d), np.int64)
-    for r in range(rows):
-        for h in range(heads):
-            for t in range(T):
-                flat[(r * heads + h) * T + t] = y[r * T + t, h * d : (h + 1) * d]
-    m, s = _normalize(flat, MANT)
-    for r in range(rows):
-        for h in range(heads):
-            for t in range(T):
-                s[(r * heads + h) * T + t] += ey[r * T + t]
+    """``y (R*T, heads*d)`` at exponents ``ey (R*T,)`` to per-head mantissas ``(R, heads, T, d)`` and
+    exponents, as ``project``."""
+    m, s = np.empty((rows * heads * T, d), np.int64), np.empty(rows * heads * T, np.int64)
+    for rh in numba.prange(rows * heads):
+        r, h = rh // heads, rh % heads
+        for t in range(T):
+            i = rh * T + t
+            s[i] = _normalize_row(y[r * T + t, h * d : (h + 1) * d], m[i], MANT) + ey[r * T + t]
     return m.reshape(rows, heads, T, d), s.reshape(rows, heads, T)
 
 
 @_jit
-def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, window,
-              score_mult, score_z, att_exp, rope_one):
-    """``Runner.attention`` between the q, k, v products ``(R*T, ·)`` of rows at exponents ``e - zs[i]``
-    and the o projection: the block at slots ``start..`` joins the layer's cache ``(R, G, L, d)``
-    (``layer``'s arguments), and the attention's output leaves as mantissas ``(R*T, heads*d)``
-    with their exponents, for ``o``."""
+def _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, rope_one):
+    """``Runner.attention`` from the q, k, v products ``(R*T, ·)`` of rows at exponents ``e - zs[i]``
+    to the attention proper: the block at slots ``start..`` joins the layer's cache ``(R, G, L, d)``
+    (``layer``'s arguments), and the queries leave rotated, ``(R, H, T, d)`` at exponents ``(R, H, T)``."""
     n, kv, d = yq.shape[0], k.shape[1], k.shape[3]
     T = n // rows
     slots = np.arange(start, start + T)
@@ -425,7 +408,6 @@ def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, para
         km, ke_ = _rmsnorm(kk.reshape(-1, d), ek.reshape(-1), gains[3], params[3])
         kk, ek = km.reshape(kk.shape), ke_.reshape(ek.shape)
     qr, sq = _rotate(q, slots, rope, rope_one)
-    eq = eq + sq
     kr, sk = _rotate(kk, slots, rope, rope_one)
     for r in range(rows):  # the cache: raw and rotated keys, values, as int16 mantissas
         for g in range(kv):
@@ -434,19 +416,36 @@ def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, para
                 raw[r, g, j], re[r, g, j] = kk[r, g, t], ek[r, g, t]
                 k[r, g, j], ke[r, g, j] = kr[r, g, t], ek[r, g, t] + sk[r, g, t]
                 v[r, g, j], ve[r, g, j] = vv[r, g, t], ev[r, g, t]
+    return qr, eq + sq
+
+
+@_rows_jit
+def _merge_heads(o, ref):
+    """The attention's output ``(R, H, T, d)`` at 2**(ref - 2), ``ref (R, H, T)``, back to one row a
+    token at the token's largest exponent: mantissas ``(R*T, H*d)`` and exponents, for ``o``."""
+    rows, heads, T, d = o.shape
+    n = rows * T
+    om, eo = np.empty((n, heads * d), np.int64), np.empty(n, np.int64)
+    for i in numba.prange(n):
+        r, t = i // T, i % T
+        top = ref[r, :, t].max()
+        flat = np.empty(heads * d, np.int64)
+        for h in range(heads):
+            for c in range(d):
+                flat[h * d + c] = nshift(o[r, h, t, c], top - ref[r, h, t])
+        eo[i] = _normalize_row(flat, om[i], MANT) + top - 2
+    return om, eo
+
+
+@_jit
+def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, window,
+              score_mult, score_z, att_exp, rope_one):
+    """``Runner.attention`` between the q, k, v products and the o projection, for a step: ``_qkv``,
+    ``attend`` straight from the cache, ``_merge_heads``."""
+    qr, eq = _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, rope_one)
     o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
-    attend(qr, eq, k, ke, v, ve, slots, window, score_mult, score_z, att_exp, o, ref)
-    # heads back to one row a token, at the token's largest exponent
-    flat, top = np.empty((n, heads * d), np.int64), np.empty(n, np.int64)
-    for r in range(rows):
-        for t in range(T):
-            i = r * T + t
-            top[i] = ref[r, :, t].max()
-            for h in range(heads):
-                for c in range(d):
-                    flat[i, h * d + c] = nshift(o[r, h, t, c], top[i] - ref[r, h, t])
-    om, s = _normalize(flat, MANT)
-    return om, s + top - 2
+    attend(qr, eq, k, ke, v, ve, np.arange(start, start + qr.shape[2]), window, score_mult, score_z, att_exp, o, ref)
+    return _merge_heads(o, ref)
 
 
 @_jit
