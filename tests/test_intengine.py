@@ -206,6 +206,22 @@ def test_the_device_path_writes_and_reads_the_cpu_path_files(pred, mix):
     assert device.decode(done.payloads, lengths, slots=16, precision=24, mix=mix) == rows
 
 
+def test_rows_leaving_the_cache_free_each_array_as_its_copy_replaces_it(tiny_lm, monkeypatch):
+    """The cache is the decoder's largest allocation: when rows leave, each old array must be free to
+    go as soon as its copy replaces it, so the numpy views ``Cache.arrays`` keeps (which hold the
+    arrays' memory) are dropped before any copy is made; held to the end, they kept the cache in
+    memory twice over."""
+    cache = intmodel.Cache(tiny_lm.predictor().model, 3, 16, torch.device("cpu"))
+    cache.arrays(0)
+    views_held = []
+    real = torch.Tensor.contiguous
+    monkeypatch.setattr(torch.Tensor, "contiguous",
+                        lambda self, *a: views_held.append(cache._arrays is not None) or real(self, *a))
+    cache.keep_rows(torch.tensor([2, 0]))
+    assert views_held == [False] * len(intmodel.Cache.NAMES)
+    assert cache.arrays(0)[0].shape[0] == 2 and np.array_equal(cache.arrays(0)[0], cache.k[0].numpy())
+
+
 def test_static_attention_over_every_slot_equals_the_sliced(pred):
     """A step with the shapes of a captured graph (every slot, masked) against the sliced one,
     across window moves, prefilled and stepped: the same integers."""
