@@ -638,8 +638,7 @@ class Runner:
         GEMM: a step of many rows costs 12 calls a layer, not torch's 60 (19 rows at slot 400:
         101-134 ms against 113-163 ms, alternating step by step, on an Ice Lake Xeon); a prefill
         block attends through float64 GEMMs (``_attend_block``) between ``_qkv`` and ``_merge_heads``."""
-        w, mults, zs, gains, params, heads, rope, window, score_mult, score_z, att_exp, gate_table, consts = \
-            self.layer_args[i]
+        zs, gains, params, heads, rope, window, score_mult, score_z, att_exp, gate_table, consts = self.layer_args[i][2:]
         fh, gate_x, gate_range, gate_one, rope_one = consts
         T, start = x.shape[0] // rows, cache.used
 
