@@ -271,22 +271,30 @@ def _softmax_row(acc, eq, ke, ve, lo, hi, mult, z, table, scratch, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def floordiv(a, w, inv):
+    """``a // w`` for ``|a| < 2**62``, ``1 <= w < 2**62`` and a quotient below 2**50 in size, given
+    ``inv = 1 / w`` in float64: ``a * inv`` is within a few 2**-53 of the quotient, relatively, so
+    its floor is off by at most one, then corrected in integers. An int64 division costs several
+    times as much, and does not vectorise: the integer tables divide once for every symbol of
+    every table (``quantize``), attention once for every output value (``_quarters_row``)."""
+    q = np.int64(np.floor(np.float64(a) * inv))
+    if q * w > a:
+        q -= 1
+    elif (q + 1) * w <= a:
+        q += 1
+    return q
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _quarters_row(num, total, out):
     """``intmodel.quarters`` of one query: its weighted values ``num (d,)`` (integers, float64 or
-    int64) over its softmax ``total`` into ``out``. By a float64 reciprocal, corrected in integers:
-    ``|4 num / total| <= 2**16``, since ``num / total`` is a mean of values ``|v| <= 2**14``, so the
-    estimate is within one of the floor; int64 division, which does not vectorise, took 18 of 19 ms
-    of a prefill block's last step in torch (0.6 ms this way, Ice Lake Xeon)."""
+    int64) over its softmax ``total`` into ``out``, by ``floordiv``: ``|4 num / total| <= 2**16``,
+    since ``num / total`` is a mean of values ``|v| <= 2**14``. torch's int64 floor division took
+    18 of 19 ms of a prefill block's last step (0.6 ms this way, Ice Lake Xeon)."""
     w = 2 * total
     inv = 1.0 / w
     for c in range(num.shape[0]):
-        a = np.int64(num[c]) * 8 + total
-        q = np.int64(np.floor(a * inv))
-        if q * w > a:
-            q -= 1
-        elif (q + 1) * w <= a:
-            q += 1
-        out[c] = q
+        out[c] = floordiv(np.int64(num[c]) * 8 + total, w, inv)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

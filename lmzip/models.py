@@ -308,8 +308,8 @@ def load_integer(spec: str = DEFAULT_MODEL, device: str | None = None) -> Langua
     A GGUF model's integers and tokenizer are kept under ``cache_dir()/int/``, keyed by the SHA-256
     of the GGUF file and the engine revision, and checked against the fingerprint stored beside
     them (once: a ``verified`` mark then names the hashes of the entry's files, ``_entry_digest``,
-    and the fingerprint they matched): a start-up of seconds instead of de-quantising the GGUF and quantising it again (30 s to a
-    minute). The cached tokenizer is read by ``tokenizers`` alone (``CachedTokenizer``).
+    and the fingerprint they matched): a start-up of seconds instead of de-quantising the GGUF and
+    quantising it again (30 s to a minute). The cached tokenizer is read by ``tokenizers`` alone (``CachedTokenizer``).
     A damaged or stale entry is rebuilt. Model directories are loaded in full every time.
     """
     from .intmodel import IntModel

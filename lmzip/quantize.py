@@ -21,6 +21,8 @@ import numba
 import numpy as np
 import torch
 
+from .kernels import floordiv
+
 DEFAULT_PRECISION = 30  # tables sum to 2^30: int32 holds every prefix sum
 MAX_PRECISION = 30
 BLOCK = 256
@@ -231,20 +233,6 @@ def _int_row(row, exp_table, p):
         p[v] = exp_table[min(best - row[v], last)]
         whole += p[v]
     return best, top, whole
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def floordiv(a, w, inv):
-    """``a // w`` for ``0 <= a < 2**62``, ``1 <= w < 2**62`` and a quotient below 2**50, given
-    ``inv = 1 / w`` in float64: ``a * inv`` is within a few 2**-53 of the quotient, relatively, so
-    off by at most one, then corrected in integers. A division costs several times as much, once
-    for every symbol of every table."""
-    q = np.int64(np.float64(a) * inv)
-    if q * w > a:
-        q -= 1
-    elif (q + 1) * w <= a:
-        q += 1
-    return q
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
