@@ -37,11 +37,12 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def encode(self, rows: list[list[int]], context: int, precision: int, mix: bool):
-        return self.lm.predictor().encode(rows, context, precision, None, mix)
+    def encode(self, rows: list[list[int]], context: int, precision: int, mix: bool, revision: str):
+        return self.lm.predictor().encode(rows, context, precision, None, mix, revision)
 
-    def decode(self, payloads: list[bytes], lengths: list[int], context: int, precision: int, mix: bool):
-        return self.lm.predictor().decode(payloads, lengths, context, precision, None, mix)
+    def decode(self, payloads: list[bytes], lengths: list[int], context: int, precision: int, mix: bool,
+               revision: str):
+        return self.lm.predictor().decode(payloads, lengths, context, precision, None, mix, revision)
 
     def window_nats(self, ids, batch: list[tuple[int, int, int]]) -> float:
         from .analysis.bpc import window_nats
@@ -131,10 +132,10 @@ class Actors:
                 step(size(job))
             yield result
 
-    def encode(self, jobs, context, precision, mix, step):
-        return self.map(lambda a, rows: a.encode.remote(rows, context, precision, mix), jobs,
+    def encode(self, jobs, context, precision, mix, revision, step):
+        return self.map(lambda a, rows: a.encode.remote(rows, context, precision, mix, revision), jobs,
                         lambda rows: sum(map(len, rows)), step)
 
-    def decode(self, jobs, context, precision, mix, step):
-        return self.map(lambda a, job: a.decode.remote(*job, context, precision, mix), jobs,
+    def decode(self, jobs, context, precision, mix, revision, step):
+        return self.map(lambda a, job: a.decode.remote(*job, context, precision, mix, revision), jobs,
                         lambda job: sum(job[1]), step)

@@ -38,12 +38,11 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # Measured again with the integer engine (benchmarks/context-files.md, whole alice29 and 48 KB
 # of a file of each other area): contexts of 1024, 2048 (4096-token chunks) and 4096 (8192-token
 # chunks) spend 2.7%, 7.5% and 10.7% fewer bits than 512, at 0.75x, 0.48x and 0.26x its compress
-# speed. The KV cache holds 35,640 bytes a row and slot for SmolLM2 (30 layers x 3 KV heads x
-# (3 x 64 int16 + 3 int32)), so 48 rows at 512 slots take 0.88 GB, and at 2048 slots 3.5 GB,
-# past the 2.5 GB the project allows; halving the rows instead halves the decoder's rows a step,
-# and longer chunks give a file fewer rows still. 512 stays the default, and more context is an
-# option (``--context``, ``--chunk-tokens``) until the cache is smaller (int8 values) or the
-# attention cheaper.
+# speed. Engine int/2's KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV
+# heads x (3 x 64 int8 + 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take 0.44 GB
+# at 512 slots, 0.88 GB at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows. Memory no
+# longer decides the window; speed does: 512 stays the default, and more context is an option
+# (``--context``, ``--chunk-tokens``, ``--best``).
 DEFAULT_CONTEXT = 512
 # ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
 # (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.
@@ -306,7 +305,8 @@ class LMZip:
                   if only is None or only.intersection(batch)]
         jobs = [([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch]) for batch in layout]
         if replay is None:
-            decoded = self.workers.decode(jobs, coding["context"], coding["precision"], "mixer" in coding, step)
+            decoded = self.workers.decode(jobs, coding["context"], coding["precision"], "mixer" in coding,
+                                          coding["engine"], step)
         else:
             decoded = _replayed(self.lm, jobs, coding, replay["threads"], step)
         out: dict[int, bytes] = {}
@@ -381,7 +381,7 @@ class Encoder(io.BufferedIOBase):
         layout = _batches(chunks, lz.batch_size)
         jobs = [[chunks[i].tokens for i in batch] for batch in layout]
         if lz.engine == "int":
-            coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix, step)
+            coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix, predictor.ENGINE, step)
         else:
             coded = _replaying(lz, jobs, step)
         for batch, done in zip(layout, coded):
@@ -411,11 +411,11 @@ class Workers(Protocol):
 
     count: int  # how many batches run at once
 
-    def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: bool,
+    def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: bool, revision: str,
                step: engine.Progress | None) -> Iterator[predictor.Encoded]: ...
 
     def decode(self, jobs: list[tuple[list[bytes], list[int]]], context: int, precision: int, mix: bool,
-               step: engine.Progress | None) -> Iterator[list[list[int]]]: ...
+               revision: str, step: engine.Progress | None) -> Iterator[list[list[int]]]: ...
 
 
 class Cluster(Protocol):
@@ -432,15 +432,15 @@ class Local:
     def __init__(self, lz: LMZip) -> None:
         self.lz = lz
 
-    def encode(self, jobs, context, precision, mix, step):
+    def encode(self, jobs, context, precision, mix, revision, step):
         with engine.threads(self.lz.threads):
             for rows in jobs:
-                yield self.lz.lm.predictor().encode(rows, context, precision, step, mix)
+                yield self.lz.lm.predictor().encode(rows, context, precision, step, mix, revision)
 
-    def decode(self, jobs, context, precision, mix, step):
+    def decode(self, jobs, context, precision, mix, revision, step):
         with engine.threads(self.lz.threads):
             for payloads, lengths in jobs:
-                yield self.lz.lm.predictor().decode(payloads, lengths, context, precision, step, mix)
+                yield self.lz.lm.predictor().decode(payloads, lengths, context, precision, step, mix, revision)
 
 
 def _replaying(lz: LMZip, jobs: list[list[list[int]]], step: engine.Progress | None) -> Iterator[engine.EncodedBatch]:
@@ -469,10 +469,10 @@ def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:
 def _engine_of(header: dict) -> str:
     """The engine (``int`` or ``float``) that decodes a file with this header."""
     coding = header["coding"]
-    name = {predictor.ENGINE: "int", engine.ENGINE: "float"}.get(coding["engine"])
+    name = {**dict.fromkeys(predictor.REVISIONS, "int"), engine.ENGINE: "float"}.get(coding["engine"])
     if name is None:
         raise ReplayError(f"file was made by engine '{coding['engine']}', which this lmzip does not run "
-                          f"(it runs {predictor.ENGINE} and {engine.ENGINE})")
+                          f"(it runs {', '.join(predictor.REVISIONS)} and {engine.ENGINE})")
     if name == "float" and "replay" not in header:
         raise NotLmzipError("not an lmzip file: header field 'replay' is missing")
     return name

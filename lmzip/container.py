@@ -1,4 +1,4 @@
-"""The .lmz container, format version 6 (specified in docs/FORMAT.md); version 5 files are read too.
+"""The .lmz container, format version 7 (specified in docs/FORMAT.md); versions 5 and 6 are read too.
 
     magic (4) | version u8 | varint header length | header | CRC32 of all before (u32)
     frames, each: varint chunk count (at least 1) | per chunk varint tokens << 2 | kind, raw
@@ -19,8 +19,10 @@ padding bits must be zero, so that no bit of the file goes unchecked.
 
 The header is a few tagged binary fields (``FIELDS``); a field equal to its default is left out,
 so a file made with the defaults spends 6 bytes on it, and a one-chunk text file about 40 on
-the whole container. ``check_header`` holds the one schema every reader relies on. Version 5
-(read, never written) began with an 8-byte magic and a JSON header, and ended with a SHA-256.
+the whole container. The defaults belong to the format version: version 6 is version 7 with
+``coding.engine`` defaulting to int/1, the revision its files were made with. ``check_header``
+holds the one schema every reader relies on. Version 5 (read, never written) began with an
+8-byte magic and a JSON header, and ended with a SHA-256.
 """
 
 from __future__ import annotations
@@ -38,20 +40,20 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ"
-VERSION = 6
-READS = (5, 6)
+VERSION = 7
+READS = (5, 6, 7)
 FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
 FINGERPRINT_BYTES = 4  # of the model's fingerprint, in a v6 header: 1 in 2^32 that another model passes
 _READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
 
-# The v6 header's fields: tag -> (path, type, default). Fields are written in tag order, each
+# The header's fields: tag -> (path, type, default). Fields are written in tag order, each
 # only where it differs from its default, so a header has exactly one encoding. ``coding.mixer``
 # absent (no mixer) is written as "".
 FIELDS = {
     1: (("model", "name"), str, "smollm2-135m"),
     2: (("model", "fingerprint"), bytes, None),
     3: (("model", "vocab"), int, 49152),
-    4: (("coding", "engine"), str, "int/1"),
+    4: (("coding", "engine"), str, "int/2"),
     5: (("coding", "coder"), str, "range64"),
     6: (("coding", "precision"), int, 30),
     7: (("coding", "context"), int, 512),
@@ -61,6 +63,13 @@ FIELDS = {
     11: (("coding", "dtype"), str, None),
     12: (("replay",), dict, None),  # JSON: the float engine's environment
 }
+_V6_DEFAULTS = {4: "int/1"}  # where version 6's defaults differ from the current version's
+
+
+def _defaults(version: int) -> dict[int, object]:
+    """Each field's default in a header of format ``version`` (6 or 7)."""
+    return {tag: _V6_DEFAULTS.get(tag, default) if version == 6 else default
+            for tag, (_, _, default) in FIELDS.items()}
 
 # Version 5: an 8-byte magic, a u16 version and a u32 header length; the header was JSON,
 # raw-deflated against this preset dictionary; the footer ended with the input's SHA-256.
@@ -108,7 +117,7 @@ def check_header(header: object) -> dict:
 
 
 def pack_header(header: dict) -> bytes:
-    """The v6 fields of ``header``, each that differs from its default; ValueError where a value
+    """The fields of ``header``, each that differs from its default; ValueError where a value
     has no encoding (a foreign type, a negative number)."""
     out = bytearray()
     for tag, (path, kind, default) in FIELDS.items():
@@ -133,8 +142,9 @@ def pack_header(header: dict) -> bytes:
     return bytes(out)
 
 
-def unpack_header(body: bytes) -> dict:
-    """The header a v6 ``body`` encodes, defaults filled in: NotLmzipError where it is no such encoding."""
+def unpack_header(body: bytes, version: int = VERSION) -> dict:
+    """The header a ``body`` of format ``version`` (6 or 7) encodes, defaults filled in:
+    NotLmzipError where it is no such encoding."""
     src, header, last = _Source(io.BytesIO(body)), {"model": {}, "coding": {}}, 0
     found = {}
     try:
@@ -150,8 +160,9 @@ def unpack_header(body: bytes) -> dict:
             found[tag] = raw.hex() if kind is bytes else json.loads(raw) if kind is dict else raw.decode()
     except (TruncatedError, ChecksumError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise NotLmzipError(f"not an lmzip file: unreadable header ({exc})") from None
-    for tag, (path, _, default) in FIELDS.items():
-        value = found.get(tag, default)
+    defaults = _defaults(version)
+    for tag, (path, _, _) in FIELDS.items():
+        value = found.get(tag, defaults[tag])
         if value is not None and not (path == ("coding", "mixer") and value == ""):
             obj = header
             for key in path[:-1]:
@@ -401,14 +412,14 @@ def _read_head(stream: BinaryIO) -> tuple[dict, bytes, int]:
         version, size = struct.unpack("<HI", src.take(6, "header"))
         if version != 5:  # no later version has this layout
             raise _unsupported(version)
-    elif version == VERSION:
+    elif 6 <= version <= VERSION:
         size = src.varint("header")
     else:
         raise _unsupported(version)
     body = src.take(size, "header")
     head = bytes(src.record)
     src.crc("header")
-    header = check_header(_unpack_v5_header(body) if version < 6 else unpack_header(body))
+    header = check_header(_unpack_v5_header(body) if version < 6 else unpack_header(body, version))
     if version < 6 and "mixer" in header["coding"]:
         raise NotLmzipError("not an lmzip file: a version 5 header names a mixer")
     return header, head + struct.pack("<I", zlib.crc32(head)), version

@@ -15,7 +15,8 @@ block length or the kernel that ran. The rules, each chosen for that invariance:
 - The residual stream is int64 fixed point, ``2**-FH``; RMSNorm uses an integer mean of squares
   and an integer square root; SiLU and GELU-tanh are a table on a ``2**-12`` grid times the
   input; RoPE is an integer table of slot positions; attention's softmax is an integer exp
-  table over scores in ``2**-12`` nats, with the KV cache as 14-bit mantissas.
+  table over scores in ``2**-12`` nats, with the KV cache as mantissas of 14 bits (engine
+  revision int/1) or 7 (int/2, ``KV``).
 - Logits leave as int64 fixed point in ``2**-12`` nats; ``quantize.int_intervals`` turns them
   into the coder's frequencies through another integer exp table.
 
@@ -42,6 +43,9 @@ from . import kernels
 from .errors import ModelError
 from .exact import Gemm
 
+# The revision of the quantisation itself (``IntModel.from_module``): the disk cache of a model's
+# integers is keyed by it. The engine revisions (``predictor.REVISIONS``) share these integers.
+QUANTISATION = "int/1"
 MANT = kernels.MANT  # activation mantissas: |m| <= 2**MANT = 2**14
 FH = 24  # residual stream: int64 fixed point with FH fractional bits
 FS = 12  # scores and logits: fixed point with FS fractional bits (nats)
@@ -81,6 +85,13 @@ def quarters(num: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     """Attention's output: ``4 * num / total`` rounded half up, of weighted values ``num (..., d)``
     (integers, any dtype) and their softmax totals ``(...)``, as int64."""
     return torch.div(num.long() * 8 + total[..., None], 2 * total[..., None], rounding_mode="floor")
+
+
+def narrow(m: torch.Tensor, kv: KV) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``(..., n)`` of mantissas to a cache's ``kv.bits``-bit mantissas, clamped to ``+-kv.top``
+    so that they fit its integer type, and the exponents' change ``(...)``."""
+    r, s = normalize(m, kv.bits)
+    return r.clamp(-kv.top, kv.top), s
 
 
 def isqrt(v: torch.Tensor) -> torch.Tensor:
@@ -158,6 +169,23 @@ def _exp_table(one: int) -> np.ndarray:
     d = np.arange(int((one + 1) * math.log(2) * 2**FS) + 1, dtype=np.float64) / 2.0**FS
     return np.rint(np.exp(-d) * 2.0**one).astype(np.int64)
 
+
+@dataclass(frozen=True)
+class KV:
+    """How a ``Cache`` holds keys and values: mantissas of ``bits`` bits, ``|m| <= top``, in ``dtype``."""
+
+    bits: int
+    top: int
+    dtype: torch.dtype
+
+
+# int/1's cache: the projections' 14-bit mantissas as they are (``top`` never binds), 35,640 bytes a
+# row and slot for SmolLM2. int/2's: narrowed to 7 bits and clamped to int8, 18,360 bytes; on 8
+# chunks of 2048 tokens (4 areas, a 512-token window) it cost 0.12% more bits, and its attention
+# reads half the memory.
+KV16 = KV(MANT, 1 << MANT, torch.int16)
+KV8 = KV(7, 127, torch.int8)
+QUERY = KV(MANT, 1 << MANT, torch.int16)  # rotated queries: 14-bit mantissas, as every activation
 
 MAX_SLOTS = 4096  # the longest KV window: RoPE tables cover slots 0..MAX_SLOTS-1
 MIN_SLOTS = 3  # the sink and slots // 2 kept tokens must leave a slot free when the window moves
@@ -365,27 +393,28 @@ class IntModel:
 # -- the forward pass -----------------------------------------------------------------------
 
 class Cache:
-    """The KV window of ``slots`` positions a row, per layer, as 14-bit mantissas and exponents.
+    """The KV window of ``slots`` positions a row, per layer, as ``kv``'s mantissas and int32 exponents.
 
     Slot ``s`` holds a token at RoPE position ``s``. When a token is to be fed and every slot is
     full, each row keeps slot 0 (its start token, the attention sink) and its newest
     ``slots // 2`` tokens, moved to slots ``1..slots // 2`` and re-rotated there from their
     unrotated keys, which the cache also keeps. Where the window moves depends on the position
-    alone, so a block and a step see the same cache.
+    alone, so a block and a step see the same cache. A rotated key is always ``rotate`` of the raw
+    key the cache holds, whether it was just fed or moved.
     """
 
-    NAMES = ("k", "raw", "v", "ke", "re", "ve")  # in the order kernels.layer takes them
+    NAMES = ("k", "raw", "v", "ke", "re", "ve")  # in the order kernels.layer takes them, then ``kernel_kv``
 
-    def __init__(self, model: IntModel, rows: int, slots: int, device: torch.device) -> None:
+    def __init__(self, model: IntModel, rows: int, slots: int, device: torch.device, kv: KV) -> None:
         if not MIN_SLOTS <= slots <= MAX_SLOTS:
             raise ValueError(f"the KV window must have {MIN_SLOTS} to {MAX_SLOTS} slots")
         c = model.config
         n = len(model.layers)
-        self.slots, self.keep, self.used = slots, slots // 2, 0
+        self.slots, self.keep, self.used, self.kv = slots, slots // 2, 0, kv
         shape = (n, rows, c.kv_heads, slots, c.head_dim)
-        self.k = torch.zeros(shape, dtype=torch.int16, device=device)  # rotated key mantissas
-        self.raw = torch.zeros(shape, dtype=torch.int16, device=device)  # the same keys before RoPE
-        self.v = torch.zeros(shape, dtype=torch.int16, device=device)
+        self.k = torch.zeros(shape, dtype=kv.dtype, device=device)  # rotated key mantissas
+        self.raw = torch.zeros(shape, dtype=kv.dtype, device=device)  # the same keys before RoPE
+        self.v = torch.zeros(shape, dtype=kv.dtype, device=device)
         self.ke = torch.zeros(shape[:4], dtype=torch.int32, device=device)  # exponents (layers, rows, kv, slots)
         self.re = torch.zeros(shape[:4], dtype=torch.int32, device=device)
         self.ve = torch.zeros(shape[:4], dtype=torch.int32, device=device)
@@ -399,11 +428,13 @@ class Cache:
         for name in self.NAMES:
             setattr(self, name, getattr(self, name)[:, rows].contiguous())
 
-    def arrays(self, i: int) -> tuple[np.ndarray, ...]:
-        """Layer ``i``'s ``NAMES`` as numpy views of a CPU cache, for ``kernels.layer``: made once,
-        not at every step (210 conversions a step took 3% of a decoder's time)."""
+    def arrays(self, i: int) -> tuple:
+        """Layer ``i``'s ``NAMES`` as numpy views of a CPU cache, then ``(kv.bits, kv.top)``, for
+        ``kernels.layer``: made once, not at every step (210 conversions a step took 3% of a decoder's time)."""
         if self._arrays is None:
-            self._arrays = [tuple(getattr(self, name)[j].numpy() for name in self.NAMES) for j in range(len(self.k))]
+            kv = (self.kv.bits, self.kv.top)
+            self._arrays = [tuple(getattr(self, name)[j].numpy() for name in self.NAMES) + (kv,)
+                            for j in range(len(self.k))]
         return self._arrays[i]
 
 
@@ -493,15 +524,15 @@ class Runner:
         pm, sp = normalize(shift(x16 * self.t["gate_table"][idx], GATE_ONE) * un)
         return pm, sp, su
 
-    def rotate(self, m: torch.Tensor, kind: str, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE of mantissas ``(R, H, T, d)`` at ``slots (T,)``: rotated mantissas and the exponent change."""
+    def rotate(self, m: torch.Tensor, kind: str, slots: torch.Tensor, kv: KV) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE of mantissas ``(R, H, T, d)`` at ``slots (T,)``: rotated mantissas of ``kv`` and the exponent change."""
         if self.fused:
-            return kernels.rotate(m, slots, self.model.rope[kind], ROPE_ONE)
+            return kernels.rotate(m, slots, self.model.rope[kind], ROPE_ONE, (kv.bits, kv.top))
         cos, sin = self.t[f"rope.{kind}"][:, slots]  # (T, d/2) each, 1 = 2**ROPE_ONE
         half = m.shape[-1] // 2
         a, b = m[..., :half], m[..., half:]
         out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)  # |.| < 2**30
-        r, s = normalize(out)
+        r, s = narrow(out, kv)
         return r, s - ROPE_ONE
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -529,11 +560,15 @@ class Runner:
         if layer.q_norm is not None:
             q, eq = self.rmsnorm(q, eq, layer.q_norm, f"{name}.q_norm")
             k, ek = self.rmsnorm(k, ek, layer.k_norm, f"{name}.k_norm")
+        kv = cache.kv
+        if kv.bits < MANT:  # a narrow cache (int/2): keys and values to its mantissas
+            (k, sk), (v, sv) = narrow(k, kv), narrow(v, kv)
+            ek, ev = ek + sk, ev + sv
         slots = torch.arange(start, start + T, device=x.device)
-        qr, sq = self.rotate(q, layer.kind, slots)
-        kr, sk = self.rotate(k, layer.kind, slots)
-        for a, new in ((cache.raw, k.short()), (cache.re, ek.int()), (cache.k, kr.short()),
-                       (cache.ke, (ek + sk).int()), (cache.v, v.short()), (cache.ve, ev.int())):
+        qr, sq = self.rotate(q, layer.kind, slots, QUERY)
+        kr, sk = self.rotate(k, layer.kind, slots, kv)
+        for a, new in ((cache.raw, k.to(kv.dtype)), (cache.re, ek.int()), (cache.k, kr.to(kv.dtype)),
+                       (cache.ke, (ek + sk).int()), (cache.v, v.to(kv.dtype)), (cache.ve, ev.int())):
             a[i].index_copy_(2, slots, new)  # at the slots tensor: no host number in the step's shapes
         eq = eq + sq
 
@@ -627,10 +662,10 @@ class Runner:
         moved = slice(slots - keep, slots)
         for i, layer in enumerate(self.model.layers):
             raw, re = cache.raw[i, :, :, moved].long(), cache.re[i, :, :, moved].long()
-            kr, sk = self.rotate(raw, layer.kind, torch.arange(1, keep + 1, device=raw.device))
+            kr, sk = self.rotate(raw, layer.kind, torch.arange(1, keep + 1, device=raw.device), cache.kv)
             for a in (cache.raw, cache.re, cache.v, cache.ve):
                 a[i, :, :, 1 : keep + 1] = a[i, :, :, moved].clone()
-            cache.k[i, :, :, 1 : keep + 1], cache.ke[i, :, :, 1 : keep + 1] = kr.short(), (re + sk).int()
+            cache.k[i, :, :, 1 : keep + 1], cache.ke[i, :, :, 1 : keep + 1] = kr.to(cache.kv.dtype), (re + sk).int()
         cache.used = keep + 1
 
     def _cpu_layer(self, i: int, layer: Layer, x: np.ndarray, rows: int, cache: Cache) -> None:

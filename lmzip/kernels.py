@@ -85,12 +85,21 @@ def _normalize_row(x, m, bits):
     return s
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _clamp_row(m, top):
+    for j in range(m.shape[0]):
+        m[j] = min(max(m[j], -top), top)
+
+
 @_rows_jit
-def _normalize(x, bits):
-    """Rows ``x (N, n)`` to 14-bit (``bits``) mantissas ``(N, n)`` and exponents ``(N,)``."""
+def _narrow(x, kv):
+    """``intmodel.narrow``: rows ``x (N, n)`` to ``kv = (bits, top)`` mantissas ``(N, n)``, clamped
+    to ``+-top``, and the exponents' change ``(N,)``."""
+    bits, top = kv  # unpacked outside the parallel loop, which numba's parfors cannot index a tuple in
     m, s = np.empty(x.shape, np.int64), np.empty(x.shape[0], np.int64)
     for i in numba.prange(x.shape[0]):
         s[i] = _normalize_row(x[i], m[i], bits)
+        _clamp_row(m[i], top)
     return m, s
 
 
@@ -132,9 +141,11 @@ def _swiglu(g, eg, u, table, grid, rng, one):
 
 
 @_rows_jit
-def _rotate(m, slots, table, one):
-    """RoPE of mantissas ``(R, H, T, d)``: rotated mantissas and exponent changes ``(R, H, T)``."""
+def _rotate(m, slots, table, one, kv):
+    """RoPE of mantissas ``(R, H, T, d)``: rotated mantissas of ``kv = (bits, top)`` and exponent
+    changes ``(R, H, T)``."""
     R, H, T, d = m.shape
+    bits, most = kv
     out, s = np.empty(m.shape, np.int64), np.empty(m.shape[:3], np.int64)
     half = d // 2
     for ab in numba.prange(R * H):
@@ -148,9 +159,9 @@ def _rotate(m, slots, table, one):
                 row[c] = lo * cos - hi * sin
                 row[c + half] = hi * cos + lo * sin
                 top = max(top, abs(row[c]), abs(row[c + half]))
-            si = _bit_length(top) - MANT
+            si = _bit_length(top) - bits
             for c in range(d):
-                out[a, b, t, c] = nshift(row[c], si)
+                out[a, b, t, c] = min(max(nshift(row[c], si), -most), most)
             s[a, b, t] = si - one
     return out, s
 
@@ -180,9 +191,10 @@ def rmsnorm(x: torch.Tensor, e: torch.Tensor, gain: np.ndarray, eps_m: int, eps_
     return torch.from_numpy(m.reshape(x.shape)), torch.from_numpy(em.reshape(x.shape[:-1]))
 
 
-def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Runner.rotate`` of CPU mantissas ``(R, H, T, d)`` at ``slots (T,)``."""
-    out, s = _rotate(m.numpy(), slots.numpy(), table, one)
+def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int,
+           kv: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Runner.rotate`` of CPU mantissas ``(R, H, T, d)`` at ``slots (T,)``, to ``kv = (bits, top)``."""
+    out, s = _rotate(m.numpy(), slots.numpy(), table, one, kv)
     return torch.from_numpy(out), torch.from_numpy(s)
 
 
@@ -299,7 +311,7 @@ def _quarters_row(num, total, out):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
-    """``Runner._attend_block`` straight from the int16 cache, for a block of queries or one (the
+    """``Runner._attend_block`` straight from the cache (int16 or int8), for a block of queries or one (the
     decoder's step): the same integers, without reading the cache as float64 or scoring keys a
     query cannot see. Queries ``q (R, H, T, d)`` at exponents ``eq (R, H, T)`` and slots
     ``qslot (T,)``; one layer's cache ``(R, G, L, d)``; a query sees the keys up to its slot, and
@@ -400,31 +412,42 @@ def _heads(y, ey, rows, T, heads, d):
 
 
 @_jit
-def _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, rope_one):
+def _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, rope_one):
     """``Runner.attention`` from the q, k, v products ``(R*T, ·)`` of rows at exponents ``e - zs[i]``
     to the attention proper: the block at slots ``start..`` joins the layer's cache ``(R, G, L, d)``
-    (``layer``'s arguments), and the queries leave rotated, ``(R, H, T, d)`` at exponents ``(R, H, T)``."""
-    n, kv, d = yq.shape[0], k.shape[1], k.shape[3]
+    of ``kv = (bits, top)`` mantissas (``layer``'s arguments), and the queries leave rotated,
+    ``(R, H, T, d)`` at exponents ``(R, H, T)``."""
+    n, groups, d = yq.shape[0], k.shape[1], k.shape[3]
     T = n // rows
     slots = np.arange(start, start + T)
     q, eq = _heads(yq, e - zs[0], rows, T, heads, d)
-    kk, ek = _heads(yk, e - zs[1], rows, T, kv, d)
-    vv, ev = _heads(yv, e - zs[2], rows, T, kv, d)
+    kk, ek = _heads(yk, e - zs[1], rows, T, groups, d)
+    vv, ev = _heads(yv, e - zs[2], rows, T, groups, d)
     if gains[2].shape[0] > 0:  # Gemma 3's q and k norms
         qm, qe = _rmsnorm(q.reshape(-1, d), eq.reshape(-1), gains[2], params[2])
         q, eq = qm.reshape(q.shape), qe.reshape(eq.shape)
         km, ke_ = _rmsnorm(kk.reshape(-1, d), ek.reshape(-1), gains[3], params[3])
         kk, ek = km.reshape(kk.shape), ke_.reshape(ek.shape)
-    qr, sq = _rotate(q, slots, rope, rope_one)
-    kr, sk = _rotate(kk, slots, rope, rope_one)
-    for r in range(rows):  # the cache: raw and rotated keys, values, as int16 mantissas
-        for g in range(kv):
+    if kv[0] < MANT:  # a narrow cache (int/2): keys and values to its mantissas
+        kk, ek = _narrow_heads(kk, ek, kv)
+        vv, ev = _narrow_heads(vv, ev, kv)
+    qr, sq = _rotate(q, slots, rope, rope_one, (MANT, 1 << MANT))
+    kr, sk = _rotate(kk, slots, rope, rope_one, kv)
+    for r in range(rows):  # the cache: raw and rotated keys, values
+        for g in range(groups):
             for t in range(T):
                 j = start + t
                 raw[r, g, j], re[r, g, j] = kk[r, g, t], ek[r, g, t]
                 k[r, g, j], ke[r, g, j] = kr[r, g, t], ek[r, g, t] + sk[r, g, t]
                 v[r, g, j], ve[r, g, j] = vv[r, g, t], ev[r, g, t]
     return qr, eq + sq
+
+
+@_jit
+def _narrow_heads(m, e, kv):
+    """``_narrow`` of per-head mantissas ``(R, G, T, d)`` at exponents ``(R, G, T)``."""
+    n, s = _narrow(m.reshape(-1, m.shape[-1]), kv)
+    return n.reshape(m.shape), e + s.reshape(e.shape)
 
 
 @_rows_jit
@@ -446,11 +469,11 @@ def _merge_heads(o, ref):
 
 
 @_jit
-def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, window,
+def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, window,
               score_mult, score_z, att_exp, rope_one):
     """``Runner.attention`` between the q, k, v products and the o projection, for a step: ``_qkv``,
     ``attend`` straight from the cache, ``_merge_heads``."""
-    qr, eq = _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, rope_one)
+    qr, eq = _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, rope_one)
     o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
     attend(qr, eq, k, ke, v, ve, np.arange(start, start + qr.shape[2]), window, score_mult, score_z, att_exp, o, ref)
     return _merge_heads(o, ref)
@@ -465,17 +488,18 @@ def _mlp_in(x, y, ey, gains, params, fh):
 
 
 @_jit
-def layer(x, rows, start, k, raw, v, ke, re, ve, weights, mults, zs, gains, params, heads, rope, window,
+def layer(x, rows, start, k, raw, v, ke, re, ve, kv, weights, mults, zs, gains, params, heads, rope, window,
           score_mult, score_z, att_exp, gate_table, consts):
     """One layer for the block ``x (R*T, D)`` (int64 at 2**-FH, row ``r * T + t``) at slots
-    ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values.
+    ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values,
+    as ``kv = (bits, top)`` mantissas.
     ``weights``/``mults``/``zs``: q, k, v, o, gate, up, down; ``gains``/``params``: the attention,
     MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, GATE_X,
     GATE_RANGE, GATE_ONE, ROPE_ONE."""
     fh, gate_x, gate_range, gate_one, rope_one = consts
     m, e = _rmsnorm(x, np.full(x.shape[0], -fh, np.int64), gains[0], params[0])
     om, eo = _attn_mid(_mm(m, weights[0], mults[0]), _mm(m, weights[1], mults[1]), _mm(m, weights[2], mults[2]),
-                       e, zs, rows, start, k, raw, v, ke, re, ve, gains, params, heads, rope, window,
+                       e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, window,
                        score_mult, score_z, att_exp, rope_one)
     m, e = _mlp_in(x, _mm(om, weights[3], mults[3]), eo - zs[3], gains, params, fh)
     pm, sp, su = _swiglu(_mm(m, weights[4], mults[4]), e - zs[4], _mm(m, weights[5], mults[5]),

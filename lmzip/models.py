@@ -306,20 +306,20 @@ def load_integer(spec: str = DEFAULT_MODEL, device: str | None = None) -> Langua
     """Load a model for the integer engine, from the disk cache of its quantisation where present.
 
     A GGUF model's integers and tokenizer are kept under ``cache_dir()/int/``, keyed by the SHA-256
-    of the GGUF file and the engine revision, and checked against the fingerprint stored beside
+    of the GGUF file and the quantisation's revision, and checked against the fingerprint stored beside
     them (once: a ``verified`` mark then names the hashes of the entry's files, ``_entry_digest``,
     and the fingerprint they matched): a start-up of seconds instead of de-quantising the GGUF and
     quantising it again (30 s to a minute). The cached tokenizer is read by ``tokenizers`` alone (``CachedTokenizer``).
     A damaged or stale entry is rebuilt. Model directories are loaded in full every time.
     """
-    from .intmodel import IntModel
-    from .predictor import ENGINE, Predictor
+    from .intmodel import QUANTISATION, IntModel
+    from .predictor import Predictor
 
     gguf = _gguf_file(spec)
     if gguf is None:
         return load(spec, device=device, dtype="float32")
     h = hashlib.sha256(_file_sha256(gguf).encode())
-    h.update(ENGINE.encode())
+    h.update(QUANTISATION.encode())
     folder = cache_dir() / "int" / h.hexdigest()[:32]
     dev = resolve_device(device)
     if (folder / "fingerprint").exists():

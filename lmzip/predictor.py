@@ -26,8 +26,10 @@ from .quantize import int_intervals, int_lookups
 
 Progress = Callable[[int], None]
 
-# The revision of the integer arithmetic. Files record it; another revision computes other tables.
-ENGINE = "int/1"
+# The revisions of the integer arithmetic, by the KV cache they keep. Files record theirs; each
+# revision computes its own tables, and every one listed here still decodes. New files get ENGINE.
+REVISIONS = {"int/1": intmodel.KV16, "int/2": intmodel.KV8}
+ENGINE = "int/2"
 PREFILL_TOKENS = 2048  # the encoder's group of rows holds about this many tokens of window
 # Rows of logits built at once: (64, 49152) int64 is 25 MB, under glibc's 32 MB ceiling for mmap,
 # so the arrays of one block are reused by the next. At 256 rows (100 MB) every block took fresh
@@ -55,9 +57,10 @@ class Predictor:
         self.model, self.device, self.start_token = model, device, start_token
         self.runner = Runner(model, self.gemm, device)
 
-    def start(self, rows: int, slots: int) -> Cache:
-        """A fresh window for ``rows`` chunks; the first token fed is each row's start token."""
-        return Cache(self.model, rows, slots, self.device)
+    def start(self, rows: int, slots: int, revision: str = ENGINE) -> Cache:
+        """A fresh window for ``rows`` chunks, as ``revision`` keeps it; the first token fed is each
+        row's start token."""
+        return Cache(self.model, rows, slots, self.device, REVISIONS[revision])
 
     def feed(self, cache: Cache, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``tokens (R, T)`` after what ``cache`` holds: the states ``(R, T, D)``, ``(R, T)`` that predict the next."""
@@ -106,8 +109,9 @@ class Predictor:
         return out
 
     def encode(self, rows: list[list[int]], slots: int, precision: int, progress: Progress | None = None,
-               mix: bool = False) -> Encoded:
-        """Code each row of token ids as an independent stream, scored teacher-forced in blocks.
+               mix: bool = False, revision: str = ENGINE) -> Encoded:
+        """Code each row of token ids as an independent stream, scored teacher-forced in blocks by
+        the arithmetic of ``revision``.
 
         A group of rows is fed ``slots // 2`` tokens a block; each block's tables are coded at
         once, and a row leaves the group when it ends, so neither the states nor short rows'
@@ -125,7 +129,7 @@ class Predictor:
                 fed[i, 1 : len(r)] = r[:-1]
                 want[i, : len(r)] = r
             pairs = np.ones((len(part), steps, 6), dtype=np.int64)
-            cache, alive = self.start(len(part), slots), np.arange(len(part))
+            cache, alive = self.start(len(part), slots, revision), np.arange(len(part))
             mixing = mixer.State.fresh(len(part), steps) if mix else None
             for pos in range(0, steps, piece):
                 alive = _leave(cache, alive, lengths, pos)
@@ -146,7 +150,7 @@ class Predictor:
         return Encoded(payloads, join(ce), join(mixed), join(ideal))
 
     def decode(self, payloads: list[bytes], lengths: list[int], slots: int, precision: int,
-               progress: Progress | None = None, mix: bool = False) -> list[list[int]]:
+               progress: Progress | None = None, mix: bool = False, revision: str = ENGINE) -> list[list[int]]:
         """Invert ``encode`` for one batch of streams, stepping the rows a token at a time; a row
         leaves the batch when it ends."""
         n = len(payloads)
@@ -154,7 +158,7 @@ class Predictor:
         steps = int(lengths_np.max(initial=0))
         out = np.zeros((n, steps), dtype=np.int64)
         streams = coder.Decoder(payloads, precision)
-        cache, alive = self.start(n, slots), np.arange(n)
+        cache, alive = self.start(n, slots, revision), np.arange(n)
         mixing = mixer.State.fresh(n, steps) if mix else None
         x = np.full(n, self.start_token, dtype=np.int64)
         for t in range(steps):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmzip import models
+from lmzip import models, predictor
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -71,3 +71,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
     return models.load(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(params=list(predictor.REVISIONS))
+def revision(request) -> str:
+    """Each integer-engine revision that still decodes: every one must keep its invariants."""
+    return request.param

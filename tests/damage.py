@@ -74,7 +74,7 @@ def reseal_header(blob: bytes, change) -> bytes:
 
 def v5_head(header: dict) -> bytes:
     """The head of a version 5 member with ``header``, as the v5 encoder wrote it (JSON, deflated
-    against the v5 dictionary): for testing what this build still reads, types a v6 header cannot
+    against the v5 dictionary): for testing what this build still reads, types a v6 or v7 header cannot
     even encode included."""
     body = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     packer = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=container._V5_DICTIONARY)

@@ -163,19 +163,21 @@ def test_sealed_v5_header_with_bad_fields_is_not_lmzip(codec, blob, change):
     (b"\x06\x08", "'model.fingerprint' is missing"),
     (b"\x02\x04\x01\x02\x03\x04\x04\x02\xff\xfe", "unreadable"),
 ], ids=["out of order", "unknown tag", "string past the end", "no fingerprint", "not UTF-8"])
-def test_sealed_v6_header_that_is_no_encoding_is_not_lmzip(codec, body, error):
+def test_sealed_header_that_is_no_encoding_is_not_lmzip(codec, body, error):
     head = container.MAGIC + bytes([container.VERSION, len(body)]) + body
     with pytest.raises(NotLmzipError, match=error):
         codec.decompress(head + struct.pack("<I", zlib.crc32(head)))
 
 
-def test_a_v6_header_is_its_fields_left_out_at_their_defaults(blob):
+def test_a_header_is_its_fields_left_out_at_their_defaults(blob):
     header = container.parse(blob).header
     assert container.unpack_header(container.pack_header(header)) == header
     default = {"model": {"fingerprint": "0123abcd"}, "coding": {"mixer": "mix/1"}}
     assert container.pack_header(default) == b"\x02\x04\x01\x23\xab\xcd"
-    assert container.unpack_header(container.pack_header(default))["coding"] == {
-        "engine": "int/1", "coder": "range64", "precision": 30, "context": 512, "start_token": 1, "mixer": "mix/1"}
+    coding = {"coder": "range64", "precision": 30, "context": 512, "start_token": 1, "mixer": "mix/1"}
+    assert container.unpack_header(container.pack_header(default))["coding"] == {"engine": "int/2", **coding}
+    # the same bytes in a version 6 file: that version's default engine, int/1
+    assert container.unpack_header(container.pack_header(default), 6)["coding"] == {"engine": "int/1", **coding}
     with pytest.raises(ValueError):
         container.pack_header({"model": {"fingerprint": "0123abcd", "vocab": -1}, "coding": {}})
 

@@ -36,7 +36,9 @@ def test_golden_files_are_what_the_encoder_writes_now(codecs):
         assert (now.header, now.entries, now.payloads) == (then.header, then.entries, then.payloads)
 
 
-def test_members_of_either_version_concatenate(codecs):
-    """A v6 file and a v5 file written one after the other decode as one stream, each by its own rules."""
-    blob = (FORMATS["v6"] / "tiny-text.lmz").read_bytes() + (FORMATS["v5"] / "tiny-code.lmz").read_bytes()
-    assert codecs["tiny"].decompress(blob) == SAMPLES["text"] + SAMPLES["code"]
+def test_members_of_every_version_concatenate(codecs):
+    """Files of v7, v6 (engine int/1) and v5 written one after the other decode as one stream, each
+    by its own rules."""
+    blob = b"".join((FORMATS[v] / f"tiny-{name}.lmz").read_bytes()
+                    for v, name in (("v7", "text"), ("v6", "code"), ("v5", "unicode")))
+    assert codecs["tiny"].decompress(blob) == SAMPLES["text"] + SAMPLES["code"] + SAMPLES["unicode"]

@@ -140,9 +140,11 @@ def _gemma_module():
     return model
 
 
-def _logits(pred: predictor.Predictor, rows: np.ndarray, slots: int, block: int | None = None) -> np.ndarray:
-    """``(R, T, V)`` integer logits of token rows, fed in blocks of ``block`` (None: all at once)."""
-    cache = pred.start(len(rows), slots)
+def _logits(pred: predictor.Predictor, rows: np.ndarray, slots: int, block: int | None = None,
+            revision: str = predictor.ENGINE) -> np.ndarray:
+    """``(R, T, V)`` integer logits of token rows, fed in blocks of ``block`` (None: all at once),
+    by the arithmetic of engine ``revision``."""
+    cache = pred.start(len(rows), slots, revision)
     tokens = torch.from_numpy(rows)
     step = block or rows.shape[1]
     outs = []
@@ -159,39 +161,52 @@ def pred(request, tiny_lm):
     return predictor.build(_gemma_module(), torch.device("cpu"), start_token=0)
 
 
-def test_a_rows_logits_ignore_the_batch_and_its_place(pred):
+def test_a_rows_logits_ignore_the_batch_and_its_place(pred, revision):
     rng = np.random.default_rng(3)
     rows = rng.integers(0, pred.model.vocab, (5, 40))
-    alone = _logits(pred, rows[2:3], slots=16)
-    batch = _logits(pred, rows, slots=16)
-    flipped = _logits(pred, rows[::-1].copy(), slots=16)
+    alone = _logits(pred, rows[2:3], slots=16, revision=revision)
+    batch = _logits(pred, rows, slots=16, revision=revision)
+    flipped = _logits(pred, rows[::-1].copy(), slots=16, revision=revision)
     assert np.array_equal(batch[2], alone[0]) and np.array_equal(flipped[2], alone[0])
     other = rows.copy()
     other[[0, 1, 3, 4]] = rng.integers(0, pred.model.vocab, (4, 40))
-    assert np.array_equal(_logits(pred, other, slots=16)[2], alone[0])
+    assert np.array_equal(_logits(pred, other, slots=16, revision=revision)[2], alone[0])
 
 
-def test_prefill_equals_stepping_across_many_window_moves(pred):
+def test_prefill_equals_stepping_across_many_window_moves(pred, revision):
     """70 tokens through 16 slots: the window moves 7 times; blocks of 1 (the decoder), 5 and all."""
     rows = np.random.default_rng(4).integers(0, pred.model.vocab, (2, 70))
-    whole = _logits(pred, rows, slots=16)
-    assert np.array_equal(_logits(pred, rows, slots=16, block=1), whole)
-    assert np.array_equal(_logits(pred, rows, slots=16, block=5), whole)
+    whole = _logits(pred, rows, slots=16, revision=revision)
+    assert np.array_equal(_logits(pred, rows, slots=16, block=1, revision=revision), whole)
+    assert np.array_equal(_logits(pred, rows, slots=16, block=5, revision=revision), whole)
 
 
-def test_prefill_encoder_and_stepping_decoder_agree_on_rows_of_any_length(pred):
+def test_revisions_compute_their_own_logits_from_their_own_caches(pred):
+    """int/1 and int/2 differ only in the cache: int16 and int8 arrays, and other logits (an
+    engine that ignored the revision would pass every other test of this module)."""
+    rows = np.random.default_rng(4).integers(0, pred.model.vocab, (2, 30))
+    caches = {r: pred.start(2, 16, r) for r in ("int/1", "int/2")}
+    assert (caches["int/1"].k.dtype, caches["int/2"].k.dtype) == (torch.int16, torch.int8)
+    for cache in caches.values():
+        pred.feed(cache, torch.from_numpy(rows))
+    assert caches["int/2"].v.abs().max() <= 127 < caches["int/1"].v.abs().max()
+    assert not np.array_equal(_logits(pred, rows, 16, revision="int/1"), _logits(pred, rows, 16, revision="int/2"))
+
+
+def test_prefill_encoder_and_stepping_decoder_agree_on_rows_of_any_length(pred, revision):
     """Rows of 70, 9, 40, 1 and 0 tokens in one group: the shorter ones leave the encoder's block
     as they end, while the window moves; the decoder steps them at its own batch sizes."""
     rng = np.random.default_rng(8)
     rows = [rng.integers(0, pred.model.vocab, n).tolist() for n in (70, 9, 40, 1, 0)]
-    done = pred.encode(rows, slots=16, precision=24)
+    done = pred.encode(rows, slots=16, precision=24, revision=revision)
     lengths = [len(r) for r in rows]
-    assert pred.decode(done.payloads, lengths, slots=16, precision=24) == rows
-    assert [pred.decode([p], [n], slots=16, precision=24)[0] for p, n in zip(done.payloads, lengths)] == rows
+    assert pred.decode(done.payloads, lengths, slots=16, precision=24, revision=revision) == rows
+    assert [pred.decode([p], [n], slots=16, precision=24, revision=revision)[0]
+            for p, n in zip(done.payloads, lengths)] == rows
 
 
 @pytest.mark.parametrize("mix", [False, True])
-def test_the_device_path_writes_and_reads_the_cpu_path_files(pred, mix):
+def test_the_device_path_writes_and_reads_the_cpu_path_files(pred, mix, revision):
     """The engine as it runs on a GPU (torch throughout, the logits kept where they are made, the
     mixer's statistics and the tables computed there), run here on the CPU: the same payloads as
     the numba path's, each decoded by the other, with the mixer and without."""
@@ -201,9 +216,9 @@ def test_the_device_path_writes_and_reads_the_cpu_path_files(pred, mix):
     rng = np.random.default_rng(9)
     rows = [rng.integers(0, pred.model.vocab, n).tolist() for n in (60, 7, 33)]
     lengths = [len(r) for r in rows]
-    done = pred.encode(rows, slots=16, precision=24, mix=mix)
-    assert device.encode(rows, slots=16, precision=24, mix=mix).payloads == done.payloads
-    assert device.decode(done.payloads, lengths, slots=16, precision=24, mix=mix) == rows
+    done = pred.encode(rows, slots=16, precision=24, mix=mix, revision=revision)
+    assert device.encode(rows, slots=16, precision=24, mix=mix, revision=revision).payloads == done.payloads
+    assert device.decode(done.payloads, lengths, slots=16, precision=24, mix=mix, revision=revision) == rows
 
 
 def test_rows_leaving_the_cache_free_each_array_as_its_copy_replaces_it(tiny_lm, monkeypatch):
@@ -211,7 +226,7 @@ def test_rows_leaving_the_cache_free_each_array_as_its_copy_replaces_it(tiny_lm,
     go as soon as its copy replaces it, so the numpy views ``Cache.arrays`` keeps (which hold the
     arrays' memory) are dropped before any copy is made; held to the end, they kept the cache in
     memory twice over."""
-    cache = intmodel.Cache(tiny_lm.predictor().model, 3, 16, torch.device("cpu"))
+    cache = tiny_lm.predictor().start(3, 16)
     cache.arrays(0)
     views_held = []
     real = torch.Tensor.contiguous
@@ -222,7 +237,7 @@ def test_rows_leaving_the_cache_free_each_array_as_its_copy_replaces_it(tiny_lm,
     assert cache.arrays(0)[0].shape[0] == 2 and np.array_equal(cache.arrays(0)[0], cache.k[0].numpy())
 
 
-def test_static_attention_over_every_slot_equals_the_sliced(pred):
+def test_static_attention_over_every_slot_equals_the_sliced(pred, revision):
     """A step with the shapes of a captured graph (every slot, masked) against the sliced one,
     across window moves, prefilled and stepped: the same integers."""
     rows = np.random.default_rng(10).integers(0, pred.model.vocab, (2, 50))
@@ -230,9 +245,9 @@ def test_static_attention_over_every_slot_equals_the_sliced(pred):
     sliced.runner = intmodel.Runner(pred.model, exact.Float32Gemm(), torch.device("cpu"), fused=False, static=False)
     static = predictor.Predictor(pred.model, torch.device("cpu"), pred.start_token)
     static.runner = intmodel.Runner(pred.model, exact.Float32Gemm(), torch.device("cpu"), fused=False, static=True)
-    want = _logits(sliced, rows, slots=16)
-    assert np.array_equal(_logits(static, rows, slots=16), want)
-    assert np.array_equal(_logits(static, rows, slots=16, block=1), want)
+    want = _logits(sliced, rows, slots=16, revision=revision)
+    assert np.array_equal(_logits(static, rows, slots=16, revision=revision), want)
+    assert np.array_equal(_logits(static, rows, slots=16, block=1, revision=revision), want)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])

@@ -24,13 +24,17 @@ def _rows(rng: np.random.Generator, shape: tuple[int, ...], top: int) -> np.ndar
     return x
 
 
-def test_normalize_matches_the_torch_helper():
+@pytest.mark.parametrize("kv", [intmodel.KV16, intmodel.KV8], ids=["int16", "int8"])
+def test_narrow_matches_the_torch_helper(kv):
+    """Rows to a cache's mantissas, wide and narrow rows, where rounding reaches 2**bits (clamped
+    for int8) and where it does not."""
     rng = np.random.default_rng(0)
-    for bits in (14, 15):
-        x = _rows(rng, (21, 64), 1 << 55)
-        want = intmodel.normalize(torch.from_numpy(x), bits)
-        got = kernels._normalize(x, bits)
+    for top in (1 << 55, 1 << 14, 255, 100):
+        x = _rows(rng, (21, 64), top)
+        want = intmodel.narrow(torch.from_numpy(x), kv)
+        got = kernels._narrow(x, (kv.bits, kv.top))
         assert np.array_equal(got[0], want[0].numpy()) and np.array_equal(got[1], want[1].numpy())
+        assert np.abs(got[0]).max() <= kv.top and got[0].max() <= torch.iinfo(kv.dtype).max
 
 
 def test_shift_rows_matches_the_torch_helper():
@@ -85,13 +89,14 @@ def test_swiglu_matches_the_torch_code(runners):
     assert (GATE_X, GATE_RANGE, GATE_ONE) == (12, 16, 15)  # the grid the tables were built on
 
 
-def test_rotate_matches_the_torch_code(runners):
+@pytest.mark.parametrize("kv", [intmodel.KV16, intmodel.KV8], ids=["int16", "int8"])
+def test_rotate_matches_the_torch_code(runners, kv):
     fused, plain = runners
     rng = np.random.default_rng(3)
     d = fused.model.config.head_dim
     m = torch.from_numpy(_rows(rng, (2, 4, 9, d), 1 << 14))
     slots = torch.tensor([0, 1, 2, 7, 100, 511, 1000, 4000, 4095])
-    got, want = fused.rotate(m, "full_attention", slots), plain.rotate(m, "full_attention", slots)
+    got, want = fused.rotate(m, "full_attention", slots, kv), plain.rotate(m, "full_attention", slots, kv)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert ROPE_ONE == 14
 
@@ -118,7 +123,7 @@ def test_attention_quarters_match_the_torch_code_and_exact_rounding(runners):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
+def test_fused_runner_computes_the_reference_logits(tiny_lm, family, revision):
     """The whole forward pass, prefilled and stepped, window moves included, against the torch
     code and the float32 GEMM (CUDA's path, run on the CPU): by whole-layer kernels (the numba
     GEMM), and by the same numba stages around another GEMM (``_cpu_layer``: prefill blocks, and
@@ -133,12 +138,12 @@ def test_fused_runner_computes_the_reference_logits(tiny_lm, family):
     staged.runner = intmodel.Runner(model, exact.Float32Gemm(), cpu)
     assert whole.runner.fused and staged.runner.fused
     rows = np.random.default_rng(4).integers(0, model.vocab, (3, 40))
-    want = _logits(plain, rows, slots=16)
+    want = _logits(plain, rows, slots=16, revision=revision)
     staged_steps = []  # tokens a row of each block
     stepped.runner._cpu_layer = lambda *a, f=stepped.runner._cpu_layer: staged_steps.append(a[2].shape[0] // a[3]) or f(*a)
     for pred in (whole, stepped, staged):
-        assert np.array_equal(_logits(pred, rows, slots=16), want)  # blocks of 3 x 16 rows
-        assert np.array_equal(_logits(pred, rows, slots=16, block=1), want)
+        assert np.array_equal(_logits(pred, rows, slots=16, revision=revision), want)  # blocks of 3 x 16 rows
+        assert np.array_equal(_logits(pred, rows, slots=16, block=1, revision=revision), want)
     assert {1, 16} <= set(staged_steps)  # the stepped runner took that path for steps and for blocks
 
 
@@ -152,7 +157,7 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
     fused, _ = runners
     model, rng = fused.model, np.random.default_rng(6)
     c = model.config
-    cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"))
+    cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"), intmodel.KV16)  # the widest
     top = 1 << 14
     k = rng.integers(-top, top + 1, cache.k[0].shape)
     k[:, :, :2000] = top
