@@ -246,7 +246,7 @@ class LMZip:
         if name != self.engine:
             raise ReplayError(f"file was made by the {name} engine, this codec runs the {self.engine} engine")
         want = header["model"]
-        if not self._fingerprint().startswith(want["fingerprint"]):  # v6 keeps a prefix (container)
+        if not self._fingerprint().startswith(want["fingerprint"]):  # a file keeps a prefix (container)
             raise ModelError(
                 f"file was made with model '{want['name']}' (fingerprint {want['fingerprint']}), "
                 f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"

@@ -5,7 +5,7 @@
                   length and payload length in bits, and the CRC32 of the chunk's original bytes
                   (u32) | CRC32 of the table (u32) | payloads, concatenated bit by bit (most
                   significant first), zero-padded to a whole byte
-    footer: varint 0 | varint size | varint characters | CRC32 (u32) of the footer's numbers,
+    footer: varint 0 | varint size | varint size - characters | CRC32 (u32) of the footer's numbers,
             started from the CRC32 of the whole input
 
 Frames, as zstd's blocks and xz's, let both ends stream: the encoder writes each frame once it
@@ -18,9 +18,11 @@ reads zeros after it): packing to the bit saves about 3.5 bits a chunk over byte
 padding bits must be zero, so that no bit of the file goes unchecked.
 
 The header is a few tagged binary fields (``FIELDS``); a field equal to its default is left out,
-so a file made with the defaults spends 6 bytes on it, and a one-chunk text file about 40 on
-the whole container. The defaults belong to the format version: version 6 is version 7 with
-``coding.engine`` defaulting to int/1, the revision its files were made with. ``check_header``
+so a file made with the defaults spends 5 bytes on it, and a one-chunk text file about 39 on
+the whole container. Version 6 is version 7 with ``coding.engine`` defaulting to int/1 (the
+defaults belong to the format version), a length before the fingerprint, and the character
+count itself in the footer, where v7 counts the bytes that are not a character's first
+(0 for ASCII, so one byte). ``check_header``
 holds the one schema every reader relies on. Version 5 (read, never written) began with an
 8-byte magic and a JSON header, and ended with a SHA-256.
 """
@@ -43,7 +45,7 @@ MAGIC = b"\x89LMZ"
 VERSION = 7
 READS = (5, 6, 7)
 FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
-FINGERPRINT_BYTES = 4  # of the model's fingerprint, in a v6 header: 1 in 2^32 that another model passes
+FINGERPRINT_BYTES = 4  # of the model's fingerprint, in a v6 or v7 header: 1 in 2^32 that another model passes
 _READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
 
 # The header's fields: tag -> (path, type, default). Fields are written in tag order, each
@@ -130,9 +132,10 @@ def pack_header(header: dict) -> bytes:
             if type(value) is not int or value < 0:
                 raise ValueError(f"header field {'.'.join(path)} = {value!r} is not a count")
             raw = _varint(value)
-        elif kind is bytes:
+        elif kind is bytes:  # the fingerprint: exactly FINGERPRINT_BYTES, so no length
             raw = bytes.fromhex(value)[:FINGERPRINT_BYTES]
-            raw = _varint(len(raw)) + raw
+            if len(raw) != FINGERPRINT_BYTES:
+                raise ValueError(f"header field {'.'.join(path)} = {value!r} is too short")
         else:
             if not isinstance(value, kind):
                 raise ValueError(f"header field {'.'.join(path)} = {value!r} is not {kind.__name__}")
@@ -156,7 +159,7 @@ def unpack_header(body: bytes, version: int = VERSION) -> dict:
             if kind is int:
                 found[tag] = src.varint("header")
                 continue
-            raw = src.take(src.varint("header"), "header")
+            raw = src.take(FINGERPRINT_BYTES if kind is bytes and version > 6 else src.varint("header"), "header")
             found[tag] = raw.hex() if kind is bytes else json.loads(raw) if kind is dict else raw.decode()
     except (TruncatedError, ChecksumError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise NotLmzipError(f"not an lmzip file: unreadable header ({exc})") from None
@@ -243,7 +246,8 @@ def frame_place(head: bytes, offset: int) -> bytes:
 @dataclass
 class Footer:
     """The whole input of a member: its size in bytes and in characters, and the check (hex) of
-    it all: v6, the CRC32 of the footer's numbers started from the input's CRC32; v5, the input's SHA-256."""
+    it all: from v6, the CRC32 of the footer's numbers started from the input's CRC32; v5, the
+    input's SHA-256."""
 
     size: int
     characters: int
@@ -251,24 +255,29 @@ class Footer:
     algorithm: str = "crc32"
 
     @classmethod
-    def sealed(cls, size: int, characters: int, input_crc: int) -> Footer:
-        return cls(size, characters, f"{zlib.crc32(_footer_numbers(size, characters), input_crc):08x}")
+    def sealed(cls, size: int, characters: int, input_crc: int, version: int = VERSION) -> Footer:
+        return cls(size, characters, f"{zlib.crc32(_footer_numbers(size, characters, version), input_crc):08x}")
 
     def to_bytes(self) -> bytes:
         if self.algorithm != "crc32":
             raise ValueError("version 5 footers are read, never written")
-        return _footer_numbers(self.size, self.characters) + bytes.fromhex(self.check)
+        return _footer_numbers(self.size, self.characters, VERSION) + bytes.fromhex(self.check)
 
 
-def _footer_numbers(size: int, characters: int) -> bytes:
-    return _varint(0) + _varint(size) + _varint(characters)
+def _footer_numbers(size: int, characters: int, version: int) -> bytes:
+    """The footer's numbers as format ``version`` (6 or 7) writes them; ValueError where a count is
+    negative, or (v7) the characters outnumber the bytes."""
+    count = characters if version == 6 else size - characters
+    if size < 0 or count < 0:
+        raise ValueError(f"a footer cannot hold {size} bytes and {characters} characters")
+    return _varint(0) + _varint(size) + _varint(count)
 
 
 class Digest:
     """A member's restored bytes, hashed as its footer checks them (``version``: the member's)."""
 
     def __init__(self, version: int) -> None:
-        self.crc, self.sha = 0, hashlib.sha256() if version < 6 else None
+        self.crc, self.sha, self.version = 0, hashlib.sha256() if version < 6 else None, version
 
     def update(self, data: bytes) -> None:
         self.crc = zlib.crc32(data, self.crc)
@@ -278,7 +287,7 @@ class Digest:
     def matches(self, footer: Footer) -> bool:
         if self.sha is not None:
             return self.sha.hexdigest() == footer.check
-        return Footer.sealed(footer.size, footer.characters, self.crc).check == footer.check
+        return Footer.sealed(footer.size, footer.characters, self.crc, self.version).check == footer.check
 
 
 @dataclass
@@ -489,7 +498,10 @@ def _read_footer(src: _Source, size: int, version: int) -> Footer:
         footer = Footer(src.varint("footer"), src.varint("footer"), src.take(32, "footer").hex(), "sha256")
         src.crc("footer")
     else:
-        footer = Footer(src.varint("footer"), src.varint("footer"), src.take(4, "footer").hex())
+        total, count = src.varint("footer"), src.varint("footer")
+        if version > 6 and count > total:
+            raise ChecksumError("damaged lmzip file: the footer counts more characters than bytes")
+        footer = Footer(total, count if version == 6 else total - count, src.take(4, "footer").hex())
     if footer.size != size:
         raise ChecksumError("damaged lmzip file: the frames' sizes do not add up to the original size")
     return footer

@@ -86,8 +86,20 @@ def test_resealed_footer_with_other_sizes_is_caught(codec, blob, field):
     """A footer whose size lies is caught by the frames' sizes, before any decoding; one whose
     character count lies, by the footer's check, which covers its numbers and the whole input."""
     archive = container.parse(blob)
-    lied = damage.apply(blob, [("footer", field, archive.footer.size + 1)])
+    lied = damage.apply(blob, [("footer", field, (archive.footer.size + 1, archive.footer.characters - 1)[field])])
+    assert lied != blob
     with pytest.raises(ChecksumError, match="add up" if field == 0 else "footer's CRC32"):
+        codec.decompress(lied)
+
+
+def test_footer_counting_more_characters_than_bytes_is_damage(codec, blob):
+    """v7's footer holds bytes minus characters: a resealed one whose count exceeds the size would
+    mean a negative character count, and is refused before any decoding."""
+    size = container.parse(blob).footer.size
+    numbers = container._varint(0) + container._varint(size) + container._varint(size + 1)
+    check = struct.pack(">I", zlib.crc32(numbers, zlib.crc32(TEXT)))
+    lied = blob[: -len(container.parse(blob).footer.to_bytes())] + numbers + check
+    with pytest.raises(ChecksumError, match="more characters than bytes"):
         codec.decompress(lied)
 
 
@@ -157,11 +169,11 @@ def test_sealed_v5_header_with_bad_fields_is_not_lmzip(codec, blob, change):
 
 
 @pytest.mark.parametrize("body, error", [
-    (b"\x02\x04\x01\x02\x03\x04\x01\x00", "out of order"),
-    (b"\x02\x04\x01\x02\x03\x04\x0d\x00", "unknown"),
+    (b"\x02\x01\x02\x03\x04\x01\x00", "out of order"),
+    (b"\x02\x01\x02\x03\x04\x0d\x00", "unknown"),
     (b"\x02\x09\x01\x02", "unreadable"),
     (b"\x06\x08", "'model.fingerprint' is missing"),
-    (b"\x02\x04\x01\x02\x03\x04\x04\x02\xff\xfe", "unreadable"),
+    (b"\x02\x01\x02\x03\x04\x04\x02\xff\xfe", "unreadable"),
 ], ids=["out of order", "unknown tag", "string past the end", "no fingerprint", "not UTF-8"])
 def test_sealed_header_that_is_no_encoding_is_not_lmzip(codec, body, error):
     head = container.MAGIC + bytes([container.VERSION, len(body)]) + body
@@ -173,11 +185,11 @@ def test_a_header_is_its_fields_left_out_at_their_defaults(blob):
     header = container.parse(blob).header
     assert container.unpack_header(container.pack_header(header)) == header
     default = {"model": {"fingerprint": "0123abcd"}, "coding": {"mixer": "mix/1"}}
-    assert container.pack_header(default) == b"\x02\x04\x01\x23\xab\xcd"
+    assert container.pack_header(default) == b"\x02\x01\x23\xab\xcd"
     coding = {"coder": "range64", "precision": 30, "context": 512, "start_token": 1, "mixer": "mix/1"}
     assert container.unpack_header(container.pack_header(default))["coding"] == {"engine": "int/2", **coding}
-    # the same bytes in a version 6 file: that version's default engine, int/1
-    assert container.unpack_header(container.pack_header(default), 6)["coding"] == {"engine": "int/1", **coding}
+    # version 6: a length before the fingerprint, and that version's default engine, int/1
+    assert container.unpack_header(b"\x02\x04\x01\x23\xab\xcd", 6)["coding"] == {"engine": "int/1", **coding}
     with pytest.raises(ValueError):
         container.pack_header({"model": {"fingerprint": "0123abcd", "vocab": -1}, "coding": {}})
 
