@@ -17,7 +17,7 @@ from lmzip import container
 from lmzip.chunking import Kind
 
 FILES = ["prose/alice29.txt", "code/click_core.py", "math/hott_basics.tex", "web/html"]
-SIZES = [200, 2000, 7000]
+SIZES = [200, 1000, 4000]  # one chunk of at most 2048 tokens in every area
 
 
 def main() -> None:
