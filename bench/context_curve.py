@@ -120,6 +120,9 @@ def file_curve(args) -> None:
         back, s = _timed(lambda: one.decompress(blob))
         assert back == head, f"context {context}: the round trip differs"
         row["decompress B/s, one row"] = round(len(head) / s)
+        cache = lz.lm.predictor().start(1, context)
+        row[f"KV cache MB, {lz.batch_size} rows"] = round(lz.batch_size * sum(
+            getattr(cache, name).nbytes for name in cache.NAMES) / 1e6)
         rows.append(row)
         print(row, flush=True)
     write_csv("context-files.csv", rows)
@@ -129,7 +132,8 @@ def file_curve(args) -> None:
           f"alice29 and the first {FILE_SAMPLE} bytes of each other sample, one after the other in one run; "
           "bits per byte of the whole file (header, table and mixer included). Compress speed is over all "
           f"samples. Decompress speed: the first {DECODE_SAMPLE} bytes of alice29 as one chunk "
-          f"({chunking.MIN_CHUNK_TOKENS * 2} tokens at most, so one row), decoded and compared byte for byte.", "",
+          f"({chunking.MIN_CHUNK_TOKENS * 2} tokens at most, so one row), decoded and compared byte for byte. "
+          "KV cache: the engine's window for a default batch of rows.", "",
           "| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     md += ["", provenance(), ""]
