@@ -36,6 +36,8 @@ from common import CORPUS, corpus_files, int8_rate, multiplied_weights, provenan
 
 import lmzip
 from lmzip import container
+from lmzip.engine import ENGINE as FLOAT_ENGINE
+from lmzip.predictor import ENGINE as INT_ENGINE
 
 CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -169,7 +171,7 @@ def main() -> None:
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     cpu = torch.backends.cpu.get_cpu_capability().lower()
-    title = "# The integer engine (int/1) against the float32 engine (lockstep-window-kv/4)"
+    title = f"# The integer engine ({INT_ENGINE}) against the float32 engine ({FLOAT_ENGINE})"
     lines = [title, "", provenance(), ""]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
