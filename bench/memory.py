@@ -92,7 +92,7 @@ def main() -> None:
           "The input is in memory (the call takes bytes); each frame of at most "
           f"{lmzip.container.FRAME_BYTES} bytes is tokenised before it is coded (the token ids, and the tokenizer's "
           "Rust encoding while the chunks are cut). The integer engine then scores a group of rows at a time in blocks of half "
-          "its window, coding each block's tables at once; the group's int16 KV cache is reused however long the "
+          "its window, coding each block's tables at once; the group's KV cache is reused however long the "
           "chunks, so neither later blocks nor later groups raise the peak.", "",
           provenance(), ""]
     write("memory.md", "\n".join(md))

@@ -35,10 +35,10 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # (engine /3), that took prose/alice29.txt from 1.2776 to 1.1728 bits/byte (-8.2%) and from
 # 489/467 to 321/331 B/s compress/decompress, as 21 rows of 2048 tokens replaced 41 of 512
 # (benchmarks/roundtrip-smollm2-135m.md). Inputs of 48 x 2048 tokens and more keep every row busy.
-# Measured again with the integer engine (benchmarks/context-files.md, whole alice29 and 48 KB
-# of a file of each other area): contexts of 1024, 2048 (4096-token chunks) and 4096 (8192-token
-# chunks) spend 2.7%, 7.5% and 10.7% fewer bits than 512, at 0.75x, 0.48x and 0.26x its compress
-# speed. Engine int/2's KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV
+# Measured again with the integer engine int/2 (benchmarks/context-files.md, whole alice29 and
+# 48 KB of a file of each other area): contexts of 1024, 2048 (4096-token chunks) and 4096
+# (8192-token chunks) spend 2.7%, 7.5% and 10.7% fewer bits than 512, at 0.86x, 0.53x and 0.30x
+# its compress speed and 0.92x, 0.87x and 0.71x its decompress speed on one row. Engine int/2's KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV
 # heads x (3 x 64 int8 + 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take 0.44 GB
 # at 512 slots, 0.88 GB at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows. Memory no
 # longer decides the window; speed does: 512 stays the default, and more context is an option
