@@ -38,11 +38,12 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # Measured again with the integer engine int/2 (benchmarks/context-files.md, whole alice29 and
 # 48 KB of a file of each other area): contexts of 1024, 2048 (4096-token chunks) and 4096
 # (8192-token chunks) spend 2.7%, 7.5% and 10.7% fewer bits than 512, at 0.86x, 0.53x and 0.30x
-# its compress speed and 0.92x, 0.87x and 0.71x its decompress speed on one row. Engine int/2's KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV
-# heads x (3 x 64 int8 + 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take 0.44 GB
-# at 512 slots, 0.88 GB at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows. Memory no
-# longer decides the window; speed does: 512 stays the default, and more context is an option
-# (``--context``, ``--chunk-tokens``, ``--best``).
+# its compress speed and 0.92x, 0.87x and 0.71x its decompress speed on one row. Engine int/2's
+# KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV heads x (3 x 64 int8 +
+# 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take 0.44 GB at 512 slots, 0.88 GB
+# at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows. Memory no longer decides the
+# window; speed does: 512 stays the default, and more context is an option (``--context``,
+# ``--chunk-tokens``, ``--best``).
 DEFAULT_CONTEXT = 512
 # ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
 # (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.
