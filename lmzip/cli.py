@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import functools
@@ -140,6 +141,23 @@ def _run(fn):
     except KeyboardInterrupt:
         click.echo("lmzip: interrupted", err=True)
         sys.exit(130)
+
+
+def run() -> None:
+    """The ``lmzip`` command: ``main``, then an exit that skips the interpreter's teardown. With
+    torch and numba loaded, the teardown took about 0.5 s of the 3.8 s that a 200-byte file took
+    (Ice Lake Xeon); when ``main`` returns, every output is closed and renamed into place, and
+    only the standard streams are left to flush. The exit handlers still run (Ray's shutdown)."""
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:  # click's standalone mode ends here, with an int
+        code = exc.code or 0
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_HELP)

@@ -141,6 +141,26 @@ def test_console_script_help_teaches():
     assert "lmzip compress book.txt" in out.stdout and "Exit codes" in out.stdout
 
 
+def test_console_command_pipes_whole_streams_and_keeps_exit_codes(tiny_model_dir, tmp_path):
+    """``python -m lmzip`` ends without the interpreter's teardown (``cli.run``): what it wrote to a
+    pipe still arrives whole, and an error keeps its exit code."""
+    lmzip = [sys.executable, "-m", "lmzip"]
+    model = ["-m", str(tiny_model_dir), "-q"]
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the streams keep what they hold
+    packed = subprocess.run([*lmzip, "compress", "-c", "-", *model, "--chunk-tokens", "40"], input=TEXT * 3,
+                            capture_output=True, timeout=300, env=buffered)
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    back = subprocess.run([*lmzip, "decompress", "-c", "-", *model], input=packed.stdout, capture_output=True,
+                          timeout=300, env=buffered)
+    assert back.returncode == 0 and back.stdout == TEXT * 3
+    foreign = tmp_path / "foreign.lmz"
+    foreign.write_bytes(b"not an lmzip file")
+    refused = subprocess.run([*lmzip, "decompress", "-c", str(foreign), *model], capture_output=True, text=True,
+                             timeout=300, env=buffered)
+    assert refused.returncode == NotLmzipError.exit_code and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "foreign.lmz" in refused.stderr
+
+
 def test_bench_compares_with_classical_compressors(tiny_model_dir, tmp_path):
     folder = tmp_path / "texts"
     folder.mkdir()
