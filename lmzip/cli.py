@@ -218,8 +218,9 @@ _coding_options = _options(
                  help="KV-cache slots a row: every token is predicted from the last context/2 to "
                       "context tokens of its chunk. Memory grows with batch size x context."),
     click.option("--mixer", type=click.Choice(["on", "off"]),
-                 help="The online mixer (docs/FORMAT.md, mix/1): match and order-2 models of each chunk's own "
-                      "tokens correct the model's tables [default: on with the integer engine]."),
+                 help="The online mixer (docs/FORMAT.md, mix/2): a bias for each token learned from the chunk, "
+                      "and match and order-2 models of its own tokens, correct the model's tables "
+                      "[default: on with the integer engine]."),
 )
 """The options that shape the coding, shared by ``compress`` and ``bench``."""
 

@@ -37,10 +37,10 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def encode(self, rows: list[list[int]], context: int, precision: int, mix: bool, revision: str):
+    def encode(self, rows: list[list[int]], context: int, precision: int, mix: str | None, revision: str):
         return self.lm.predictor().encode(rows, context, precision, None, mix, revision)
 
-    def decode(self, payloads: list[bytes], lengths: list[int], context: int, precision: int, mix: bool,
+    def decode(self, payloads: list[bytes], lengths: list[int], context: int, precision: int, mix: str | None,
                revision: str):
         return self.lm.predictor().decode(payloads, lengths, context, precision, None, mix, revision)
 

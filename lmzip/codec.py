@@ -90,7 +90,7 @@ class Stats:
             rows.append(("paper-method cross-entropy", paper_bits, "windows of 1900 with stride 512, theoretical"))
         rows += [
             ("model cross-entropy", self.ce_bits, "lmzip's chunks: context starts empty at each chunk, then a window"),
-            ("mixed", self.mixed_bits, "online mixer: the chunk's own match and order-2 models"),
+            ("mixed", self.mixed_bits, "online mixer: the chunk's own bias, match and order-2 models"),
             ("quantised ideal", self.ideal_bits, "integer tables: min frequency 1, rounding"),
             ("payload written", float(self.payload_bits), "range coder: truncation, under two bits a chunk to end it"),
             ("+ fallback chunks", float(self.payload_bits + 8 * self.fallback_bytes), "zstd or stored non-text"),
@@ -256,9 +256,9 @@ class LMZip:
                 or not MIN_CONTEXT <= coding["context"] <= MAX_CONTEXT
                 or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
             raise ReplayError(f"unsupported coding parameters: {coding}")
-        if "mixer" in coding and (coding["mixer"] != mixer.REVISION or name != "int"):
-            raise ReplayError(f"file was mixed by mixer '{coding['mixer']}', this build has '{mixer.REVISION}' "
-                              "(integer engine only)")
+        if "mixer" in coding and (coding["mixer"] not in mixer.REVISIONS or name != "int"):
+            raise ReplayError(f"file was mixed by mixer '{coding['mixer']}', this build runs "
+                              f"{', '.join(mixer.REVISIONS)} (integer engine only)")
         if self.engine == "float":
             if coding["dtype"] != self.lm.dtype_name:
                 raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {self.lm.dtype_name}")
@@ -306,7 +306,7 @@ class LMZip:
                   if only is None or only.intersection(batch)]
         jobs = [([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch]) for batch in layout]
         if replay is None:
-            decoded = self.workers.decode(jobs, coding["context"], coding["precision"], "mixer" in coding,
+            decoded = self.workers.decode(jobs, coding["context"], coding["precision"], coding.get("mixer"),
                                           coding["engine"], step)
         else:
             decoded = _replayed(self.lm, jobs, coding, replay["threads"], step)
@@ -382,7 +382,8 @@ class Encoder(io.BufferedIOBase):
         layout = _batches(chunks, lz.batch_size)
         jobs = [[chunks[i].tokens for i in batch] for batch in layout]
         if lz.engine == "int":
-            coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix, predictor.ENGINE, step)
+            coded = lz.workers.encode(jobs, lz.context, lz.precision, mixer.REVISION if lz.mix else None,
+                                     predictor.ENGINE, step)
         else:
             coded = _replaying(lz, jobs, step)
         for batch, done in zip(layout, coded):
@@ -412,10 +413,10 @@ class Workers(Protocol):
 
     count: int  # how many batches run at once
 
-    def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: bool, revision: str,
+    def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: str | None, revision: str,
                step: engine.Progress | None) -> Iterator[predictor.Encoded]: ...
 
-    def decode(self, jobs: list[tuple[list[bytes], list[int]]], context: int, precision: int, mix: bool,
+    def decode(self, jobs: list[tuple[list[bytes], list[int]]], context: int, precision: int, mix: str | None,
                revision: str, step: engine.Progress | None) -> Iterator[list[list[int]]]: ...
 
 

@@ -1,4 +1,4 @@
-"""The .lmz container, format version 7 (specified in docs/FORMAT.md); versions 5 and 6 are read too.
+"""The .lmz container, format version 8 (specified in docs/FORMAT.md); versions 5 to 7 are read too.
 
     magic (4) | version u8 | varint header length | header | CRC32 of all before (u32)
     frames, each: varint chunk count (at least 1) | per chunk varint tokens << 2 | kind, raw
@@ -19,10 +19,10 @@ padding bits must be zero, so that no bit of the file goes unchecked.
 
 The header is a few tagged binary fields (``FIELDS``); a field equal to its default is left out,
 so a file made with the defaults spends 5 bytes on it, and a one-chunk text file about 39 on
-the whole container. Version 6 is version 7 with ``coding.engine`` defaulting to int/1 (the
-defaults belong to the format version), a length before the fingerprint, and the character
-count itself in the footer, where v7 counts the bytes that are not a character's first (0 for
-ASCII, so one byte). ``check_header`` holds the one schema every reader relies on. Version 5
+the whole container. The defaults belong to the format version: version 7 is version 8 with
+``coding.mixer`` defaulting to mix/1; version 6 is version 7 with ``coding.engine`` defaulting to
+int/1, a length before the fingerprint, and the character count itself in the footer, where v7
+counts the bytes that are not a character's first (0 for ASCII, so one byte). ``check_header`` holds the one schema every reader relies on. Version 5
 (read, never written) began with an 8-byte magic and a JSON header, and ended with a SHA-256.
 """
 
@@ -41,10 +41,10 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ"
-VERSION = 7
-READS = (5, 6, 7)
+VERSION = 8
+READS = (5, 6, 7, 8)
 FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
-FINGERPRINT_BYTES = 4  # of the model's fingerprint, in a v6 or v7 header: 1 in 2^32 that another model passes
+FINGERPRINT_BYTES = 4  # of the model's fingerprint, from a v6 header on: 1 in 2^32 that another model passes
 _READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
 
 # The header's fields: tag -> (path, type, default). Fields are written in tag order, each
@@ -59,18 +59,18 @@ FIELDS = {
     6: (("coding", "precision"), int, 30),
     7: (("coding", "context"), int, 512),
     8: (("coding", "start_token"), int, 1),
-    9: (("coding", "mixer"), str, "mix/1"),
+    9: (("coding", "mixer"), str, "mix/2"),
     10: (("coding", "batch_size"), int, None),
     11: (("coding", "dtype"), str, None),
     12: (("replay",), dict, None),  # JSON: the float engine's environment
 }
-_V6_DEFAULTS = {4: "int/1"}  # where version 6's defaults differ from the current version's
+_OLD_DEFAULTS = {6: {4: "int/1", 9: "mix/1"}, 7: {9: "mix/1"}}  # where each differs from the current version's
 
 
 def _defaults(version: int) -> dict[int, object]:
-    """Each field's default in a header of format ``version`` (6 or 7)."""
-    return {tag: _V6_DEFAULTS.get(tag, default) if version == 6 else default
-            for tag, (_, _, default) in FIELDS.items()}
+    """Each field's default in a header of format ``version`` (6 to 8)."""
+    old = _OLD_DEFAULTS.get(version, {})
+    return {tag: old.get(tag, default) for tag, (_, _, default) in FIELDS.items()}
 
 # Version 5: an 8-byte magic, a u16 version and a u32 header length; the header was JSON,
 # raw-deflated against this preset dictionary; the footer ended with the input's SHA-256.
@@ -145,7 +145,7 @@ def pack_header(header: dict) -> bytes:
 
 
 def unpack_header(body: bytes, version: int = VERSION) -> dict:
-    """The header a ``body`` of format ``version`` (6 or 7) encodes, defaults filled in:
+    """The header a ``body`` of format ``version`` (6 to 8) encodes, defaults filled in:
     NotLmzipError where it is no such encoding."""
     src, header, last = _Source(io.BytesIO(body)), {"model": {}, "coding": {}}, 0
     found = {}
@@ -264,8 +264,8 @@ class Footer:
 
 
 def _footer_numbers(size: int, characters: int, version: int) -> bytes:
-    """The footer's numbers as format ``version`` (6 or 7) writes them; ValueError where a count is
-    negative, or (v7) the characters outnumber the bytes."""
+    """The footer's numbers as format ``version`` (6 to 8) writes them; ValueError where a count is
+    negative, or (from v7) the characters outnumber the bytes."""
     count = characters if version == 6 else size - characters
     if size < 0 or count < 0:
         raise ValueError(f"a footer cannot hold {size} bytes and {characters} characters")

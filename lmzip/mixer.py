@@ -9,20 +9,27 @@ Two cheap models read each row's own tokens so far; each predicts at most one ne
 - an **order-2 model**: the token that last followed the previous two tokens, with a count of how
   often in a row it was right.
 
+Before them (revision mix/2) an **adaptive bias** moves every logit: each row learns a bias for
+each token of the vocabulary, online, a step down the log loss's gradient after every token (up
+for the token that came, down for the likeliest few in proportion to their probability), as
+Nacrith's adaptive bias head does. It learns the document's own vocabulary (names, identifiers,
+markup) that a 135M model under-predicts: on the first 8000 bytes of four corpus files it saved
+1.4% of the bits on top of mix/1's candidates (``benchmarks/mixer.md`` has the measurement).
+
 Each candidate token ``c`` then gets a logistic mix, in the paq sense, of the model's log-odds
 for ``c`` and the learned log-odds that each small model is right in its present state, with one
 weight vector per state (match length bucket, order-2 count, which model proposed ``c``). The
 mix is the log-odds the coder should give ``c``; adding the difference to ``c``'s logit gives it
 exactly those odds, with every other token scaled alike. So the table stays the engine's
 (``quantize.int_intervals``), only a few logits move, and the cost a token is one pass over
-the row (its max and sum) whatever the vocabulary. After each token the weights, the models'
-hit rates and the models themselves learn from it.
+the row (its max and sum) whatever the vocabulary; the adaptive bias adds a few more (the bias,
+the biased sum, the likeliest). After each token the bias, the weights, the models' hit rates
+and the models themselves learn from it.
 
 Everything is integer arithmetic on integer state, so the decoder reproduces every bias on any
 machine; the state is per row and starts afresh with each chunk, which stays decodable alone.
 Log-odds are in ``2**-FS`` nats, as the logits are; probabilities in ``2**-16``; weights in
-``2**-16``. The arithmetic is ``REVISION``: files record it, and another revision computes
-other tables.
+``2**-16``. Files record the revision (``REVISIONS``), and each computes its own tables.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from .errors import ReplayError
 from .intmodel import FS
 from .quantize import _int_row, int_probabilities
 
-REVISION = "mix/1"
+REVISIONS = ("mix/1", "mix/2")  # every revision listed here still decodes; new files get the last
+REVISION = REVISIONS[-1]
 TABLE_BITS = 16  # slots of each row's hash tables
 MIN_MATCH = 3  # tokens of context a match starts from
 MAX_VERIFY = 32  # a found match is verified (and its length measured) this far back
@@ -55,6 +63,13 @@ SETS = MATCH_BUCKETS * ORDER2_STATES * ROLES
 INITIAL_WEIGHTS = (ONE, ONE // 4, ONE // 4, 0)
 MAX_WEIGHT = 16 * ONE
 MAX_LENGTH = 1 << 16
+# The adaptive bias (mix/2): each row learns a bias for every token's logit online, by a step down
+# the log loss's gradient on the model's tables as biased: +BIAS_RATE for the token that came, and
+# -BIAS_RATE * p for each of the likeliest few (``_adapt_row``), whose p is most of the rest.
+BIAS_RATE = 1 << (FS - 2)  # a quarter of a nat
+BIAS_TOP = 32
+BIAS_SPAN = 5 << FS
+BIAS_CLAMP = 8 << FS
 _BOUNDS = np.array([3, 4, 5, 7, 10, 15, 23, 32], dtype=np.int64)  # first length of buckets 1..8
 _LOG_BITS = 12
 _SQUASH_STEP = 6  # the squash table's grid: 2**-6 nats
@@ -95,9 +110,12 @@ class State:
     weights: np.ndarray  # (R, SETS, INPUTS) int64
     proposal: np.ndarray  # (R, 4) int64: the match's token (-1: none), its bucket, the order-2 token, state
     pending: np.ndarray  # (R, 2, 3 + INPUTS) int64: each candidate's token (-1: none), set, p, inputs
+    bias: np.ndarray  # (R, V) int32: each token's learned bias, 2**-FS nats ((R, 0) without the stage)
+    likely: np.ndarray  # (R, 1 + 2 * BIAS_TOP) int64: the biased table's sum(P), count, then tokens and P
 
     @classmethod
-    def fresh(cls, rows: int, length: int) -> State:
+    def fresh(cls, rows: int, length: int, vocab: int, revision: str = REVISION) -> State:
+        """The state of ``revision``: mix/2 keeps a bias for each token of the ``vocab``, mix/1 none."""
         _check_tables()
         size = 1 << TABLE_BITS
         weights = np.empty((rows, SETS, INPUTS), dtype=np.int64)
@@ -105,7 +123,9 @@ class State:
         return cls(np.zeros((rows, max(length, 1)), np.int32), np.zeros((rows, size), np.int32),
                    np.zeros((rows, size), np.int32), np.zeros((rows, 3), np.int64),
                    np.full((rows, 2, 9), ONE // 2, dtype=np.int64), weights,
-                   np.zeros((rows, 4), np.int64), np.zeros((rows, 2, 3 + INPUTS), np.int64))
+                   np.zeros((rows, 4), np.int64), np.zeros((rows, 2, 3 + INPUTS), np.int64),
+                   np.zeros((rows, vocab if revision == "mix/2" else 0), np.int32),
+                   np.zeros((rows, 2 + 2 * BIAS_TOP), np.int64))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.hist, self.match, self.order2, self.where, self.hits, self.weights, self.proposal,
@@ -258,6 +278,83 @@ def _advance(r, y, hist, match, order2, where, hits, proposal):
     where[r, 0], where[r, 1], where[r, 2] = n, ptr, length
 
 
+@numba.njit(cache=True, nogil=True)
+def _adapt_row(row, bias, exp_table, likely):
+    """Add a row's bias to its logits ``row (V,)``, in place, and note in ``likely`` what its
+    learning needs: the biased table's ``sum(P)``, how many tokens are likely, those tokens and
+    their ``P``; returns the biased row's best logit. The likely tokens are those within the widest span ``BIAS_SPAN * 2**-j`` of the
+    best that holds at most ``BIAS_TOP`` (the first ``BIAS_TOP`` by id, should ties fill span 0)."""
+    best = np.iinfo(np.int64).min
+    for v in range(row.shape[0]):
+        row[v] += bias[v]
+        best = max(best, row[v])
+    last, whole = exp_table.shape[0] - 1, 0
+    for v in range(row.shape[0]):
+        whole += exp_table[min(best - row[v], last)]
+    span = BIAS_SPAN
+    while True:
+        n = 0
+        for v in range(row.shape[0]):
+            n += row[v] >= best - span
+        if n <= BIAS_TOP or span == 0:
+            break
+        span >>= 1
+    n = 0
+    for v in range(row.shape[0]):
+        if row[v] >= best - span and n < BIAS_TOP:
+            likely[2 + n], likely[2 + BIAS_TOP + n] = v, exp_table[best - row[v]]
+            n += 1
+    likely[0], likely[1] = whole, n
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _adapt_learn(y, bias, likely):
+    """The token after an ``_adapt_row`` was ``y``: one step of the bias down the log loss's gradient."""
+    whole = likely[0]
+    for k in range(likely[1]):
+        v = likely[2 + k]
+        bias[v] = max(bias[v] - BIAS_RATE * likely[2 + BIAS_TOP + k] // whole, -BIAS_CLAMP)
+    bias[y] = min(bias[y] + BIAS_RATE, BIAS_CLAMP)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _adapt_stats(row, best, whole, want, exp_table, out):
+    """``_stats``' four numbers of a biased row, from its best logit and ``sum(P)``."""
+    out[0] = whole
+    for k in range(want.shape[0]):
+        out[1 + k] = exp_table[min(best - row[want[k]], exp_table.shape[0] - 1)] if want[k] >= 0 else 0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _adapt(rows, tokens, logits, want, bias, likely, exp_table, stats):
+    """Encoding: bias each logit row ``i`` by row ``rows[i]``'s bias, each row's tokens in order,
+    learning ``tokens[i]``; ``stats`` receives ``_stats`` of the biased rows for ``want``."""
+    order = np.argsort(rows, kind="mergesort")  # stable: a row's tokens stay in order
+    ends = np.append(np.flatnonzero(rows[order][1:] != rows[order][:-1]) + 1, rows.shape[0])
+    for s in numba.prange(ends.shape[0]):
+        for j in range(ends[s - 1] if s > 0 else 0, ends[s]):
+            i = order[j]
+            r = rows[i]
+            best = _adapt_row(logits[i], bias[r], exp_table, likely[r])
+            _adapt_stats(logits[i], best, likely[r, 0], want[i], exp_table, stats[i])
+            _adapt_learn(tokens[i], bias[r], likely[r])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _adapt_rows(rows, logits, want, bias, likely, exp_table, stats):
+    """Decoding: ``_adapt`` without the learning, for distinct rows."""
+    for i in numba.prange(rows.shape[0]):
+        best = _adapt_row(logits[i], bias[rows[i]], exp_table, likely[rows[i]])
+        _adapt_stats(logits[i], best, likely[rows[i], 0], want[i], exp_table, stats[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _adapt_learn_rows(rows, tokens, bias, likely):
+    for i in range(rows.shape[0]):
+        _adapt_learn(tokens[i], bias[rows[i]], likely[rows[i]])
+
+
 # -- batches ---------------------------------------------------------------------------------
 #
 # The model's tables enter through four numbers a token (``_stats``): ``sum(P)`` of its row, and
@@ -355,10 +452,14 @@ def observe(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray, t
     _plan(rows, tokens, planned, *state.arrays())
     cands = np.ascontiguousarray(planned[:, :, 0])
     model = _stats(logits, cands, tokens, exp_table)
+    alone = model[:, [3, 0]]
+    if state.bias.shape[1]:
+        table, want = _host(exp_table), np.concatenate([cands, tokens[:, None]], axis=1)
+        _on_cpu(logits, lambda a: _adapt(rows, tokens, a, want, state.bias, state.likely, table, model))
     biases = np.empty((len(rows), 2), dtype=np.int64)
     _mix(rows, tokens, planned, model, biases, *state.arrays())
     _apply(logits, cands, biases)
-    return model[:, [3, 0]]
+    return alone
 
 
 def predict(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray,
@@ -367,13 +468,37 @@ def predict(state: State, logits: np.ndarray | torch.Tensor, rows: np.ndarray,
     rows = _i64(rows)
     cands, biases = np.empty((len(rows), 2), dtype=np.int64), np.empty((len(rows), 2), dtype=np.int64)
     _propose_rows(rows, cands, *state.arrays())
-    _bias_rows(rows, _stats(logits, cands, None, exp_table), biases, *state.arrays())
+    if state.bias.shape[1]:
+        table, stats = _host(exp_table), np.empty((len(rows), 3), dtype=np.int64)
+        _on_cpu(logits, lambda a: _adapt_rows(rows, a, cands, state.bias, state.likely, table, stats))
+    else:
+        stats = _stats(logits, cands, None, exp_table)
+    _bias_rows(rows, stats, biases, *state.arrays())
     _apply(logits, cands, biases)
 
 
 def learn(state: State, rows: np.ndarray, tokens: np.ndarray) -> None:
     """Decoding: the tokens ``predict``'s rows turned out to be."""
-    _learn_rows(_i64(rows), _i64(tokens), *state.arrays())
+    rows, tokens = _i64(rows), _i64(tokens)
+    _learn_rows(rows, tokens, *state.arrays())
+    if state.bias.shape[1]:
+        _adapt_learn_rows(rows, tokens, state.bias, state.likely)
+
+
+def _on_cpu(logits: np.ndarray | torch.Tensor, kernel) -> None:
+    """Run ``kernel`` on ``logits`` as a CPU array, in place. A device's logits make the round
+    trip whole: the adaptive bias moves every logit, a token after a token, as numba does it."""
+    if isinstance(logits, np.ndarray):
+        kernel(logits)
+        return
+    host = logits.cpu().numpy()
+    kernel(host)
+    with torch.inference_mode():
+        logits.copy_(torch.from_numpy(host))
+
+
+def _host(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.cpu().numpy()
 
 
 def _i64(a: np.ndarray) -> np.ndarray:

@@ -109,13 +109,13 @@ class Predictor:
         return out
 
     def encode(self, rows: list[list[int]], slots: int, precision: int, progress: Progress | None = None,
-               mix: bool = False, revision: str = ENGINE) -> Encoded:
+               mix: str | None = None, revision: str = ENGINE) -> Encoded:
         """Code each row of token ids as an independent stream, scored teacher-forced in blocks by
         the arithmetic of ``revision``.
 
         A group of rows is fed ``slots // 2`` tokens a block; each block's tables are coded at
         once, and a row leaves the group when it ends, so neither the states nor short rows'
-        padding grow with the chunk length. ``mix`` runs each row's tables through the mixer.
+        padding grow with the chunk length. ``mix``, a revision of the mixer, runs each row's tables through it.
         """
         group, piece = max(1, PREFILL_TOKENS // slots), max(1, slots // 2)
         payloads, ce, mixed, ideal = [], [], [], []
@@ -130,7 +130,7 @@ class Predictor:
                 want[i, : len(r)] = r
             pairs = np.ones((len(part), steps, 6), dtype=np.int64)
             cache, alive = self.start(len(part), slots, revision), np.arange(len(part))
-            mixing = mixer.State.fresh(len(part), steps) if mix else None
+            mixing = mixer.State.fresh(len(part), steps, self.model.vocab, mix) if mix else None
             for pos in range(0, steps, piece):
                 alive = _leave(cache, alive, lengths, pos)
                 m, e = self.feed(cache, torch.from_numpy(fed[alive, pos : pos + piece]))  # (A, T, D), (A, T)
@@ -150,7 +150,7 @@ class Predictor:
         return Encoded(payloads, join(ce), join(mixed), join(ideal))
 
     def decode(self, payloads: list[bytes], lengths: list[int], slots: int, precision: int,
-               progress: Progress | None = None, mix: bool = False, revision: str = ENGINE) -> list[list[int]]:
+               progress: Progress | None = None, mix: str | None = None, revision: str = ENGINE) -> list[list[int]]:
         """Invert ``encode`` for one batch of streams, stepping the rows a token at a time; a row
         leaves the batch when it ends."""
         n = len(payloads)
@@ -159,7 +159,7 @@ class Predictor:
         out = np.zeros((n, steps), dtype=np.int64)
         streams = coder.Decoder(payloads, precision)
         cache, alive = self.start(n, slots, revision), np.arange(n)
-        mixing = mixer.State.fresh(n, steps) if mix else None
+        mixing = mixer.State.fresh(n, steps, self.model.vocab, mix) if mix else None
         x = np.full(n, self.start_token, dtype=np.int64)
         for t in range(steps):
             alive = _leave(cache, alive, lengths_np, t)

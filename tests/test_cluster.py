@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmzip import LMZip, cluster
+from lmzip.mixer import REVISION
 from lmzip.predictor import ENGINE
 
 ray = pytest.importorskip("ray")
@@ -54,16 +55,16 @@ def test_a_killed_worker_is_restarted_and_its_batch_coded_again(tiny_model_dir, 
     workers = local_ray.workers(LMZip(str(tiny_model_dir), **OPTIONS, cluster=local_ray))
     rows = [here.lm.tokenizer.encode(text[i : i + 250].decode(errors="ignore")) for i in range(0, 3000, 250)]
     jobs = [rows[i : i + 2] for i in range(0, len(rows), 2)]
-    coded = workers.encode(jobs, 16, 24, True, ENGINE, None)
+    coded = workers.encode(jobs, 16, 24, REVISION, ENGINE, None)
     first = next(coded)  # both actors are busy now: one is killed with a batch in hand
     victim = workers.actors[1]
     before = ray.get(victim.pid.remote())
     ray.kill(victim, no_restart=False)
     got = [first, *coded]
     assert ray.get(victim.pid.remote()) != before  # a new process took its place
-    want = list(here.workers.encode(jobs, 16, 24, True, ENGINE, None))
+    want = list(here.workers.encode(jobs, 16, 24, REVISION, ENGINE, None))
     assert [g.payloads for g in got] == [w.payloads for w in want]
-    decoded = list(workers.decode([(g.payloads, [len(r) for r in job]) for g, job in zip(got, jobs)], 16, 24, True,
+    decoded = list(workers.decode([(g.payloads, [len(r) for r in job]) for g, job in zip(got, jobs)], 16, 24, REVISION,
                                    ENGINE, None))
     assert decoded == jobs
 

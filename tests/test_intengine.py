@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from lmzip import LMZip, exact, intmodel, predictor, quantize
+from lmzip import LMZip, exact, intmodel, mixer, predictor, quantize
 from lmzip.quantize import int_frequencies, int_intervals, int_lookups
 
 TEXT = ("Integer arithmetic is exact whatever the order of additions; the decoder agrees with the encoder. " * 12).encode()
@@ -205,11 +205,11 @@ def test_prefill_encoder_and_stepping_decoder_agree_on_rows_of_any_length(pred, 
             for p, n in zip(done.payloads, lengths)] == rows
 
 
-@pytest.mark.parametrize("mix", [False, True])
+@pytest.mark.parametrize("mix", [None, *mixer.REVISIONS])
 def test_the_device_path_writes_and_reads_the_cpu_path_files(pred, mix, revision):
     """The engine as it runs on a GPU (torch throughout, the logits kept where they are made, the
     mixer's statistics and the tables computed there), run here on the CPU: the same payloads as
-    the numba path's, each decoded by the other, with the mixer and without."""
+    the numba path's, each decoded by the other, with each mixer and without."""
     device = predictor.Predictor(pred.model, torch.device("cpu"), pred.start_token)
     device.runner = intmodel.Runner(pred.model, exact.Float32Gemm(), torch.device("cpu"), fused=False,
                                     static=True)

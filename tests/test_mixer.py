@@ -18,7 +18,8 @@ EXP = intmodel._exp_table(30)
 class Reference:
     """One row of the mixer in Python ints, dicts and lists, written from the module's docstrings."""
 
-    def __init__(self) -> None:
+    def __init__(self, vocab: int, revision: str) -> None:
+        self.bias = [0] * vocab if revision == "mix/2" else None
         self.hist: list[int] = []
         self.match: dict[int, int] = {}
         self.order2: dict[int, tuple[int, int]] = {}  # slot -> (token, count)
@@ -55,8 +56,29 @@ class Reference:
     def bucket(length: int) -> int:
         return sum(length >= b for b in (3, 4, 5, 7, 10, 15, 23, 32))
 
+    @staticmethod
+    def table(row: list[int]) -> tuple[int, int]:
+        """The max and sum(P) of a row."""
+        best = max(row)
+        return best, sum(int(EXP[min(best - v, len(EXP) - 1)]) for v in row)
+
+    def adapt(self, row: list[int]) -> None:
+        """mix/2: add the bias, and note the likeliest tokens, the widest span of 5 nats halved
+        until it holds at most 32 (the first 32 by id should span 0 hold more)."""
+        for v, b in enumerate(self.bias):
+            row[v] += b
+        best, whole = self.table(row)
+        span = mixer.BIAS_SPAN
+        while sum(v >= best - span for v in row) > mixer.BIAS_TOP and span > 0:
+            span >>= 1
+        likely = [v for v in range(len(row)) if row[v] >= best - span][: mixer.BIAS_TOP]
+        self.likely = whole, [(v, int(EXP[best - row[v]])) for v in likely]
+
     def mix(self, row: list[int]) -> tuple[int, int]:
-        """Bias ``row`` in place; the model's max and sum(P)."""
+        """Bias ``row`` in place; the model's max and sum(P), before any bias."""
+        alone = self.table(row)
+        if self.bias is not None:
+            self.adapt(row)
         n = len(self.hist)
         cm, mb = (self.hist[self.ptr], self.bucket(self.length)) if self.length else (-1, 0)
         co, ob = -1, 0
@@ -72,9 +94,8 @@ class Reference:
             cands.append((cm, base + (0 if co in (-1, cm) else 1)))
         if co >= 0 and co != cm:
             cands.append((co, base + 2))
-        best = max(row)
+        best, whole = self.table(row)
         big = len(EXP) - 1
-        whole = sum(int(EXP[min(best - v, big)]) for v in row)
         self.pending, biases = [], []
         for token, s in cands:
             x = [self.odds(int(EXP[min(best - row[token], big)]), whole), xm, xo, 1 << FS]
@@ -83,9 +104,14 @@ class Reference:
             biases.append((token, mixed - x[0]))
         for token, b in biases:
             row[token] += b
-        return best, whole
+        return alone
 
     def learn(self, y: int) -> None:
+        if self.bias is not None:  # a step down the log loss's gradient
+            whole, likely = self.likely
+            for v, p in likely:
+                self.bias[v] = max(self.bias[v] - mixer.BIAS_RATE * p // whole, -mixer.BIAS_CLAMP)
+            self.bias[y] = min(self.bias[y] + mixer.BIAS_RATE, mixer.BIAS_CLAMP)
         for token, s, p, x in self.pending:
             err = (ONE if y == token else 0) - p
             self.weights[s] = [max(-16 * ONE, min(16 * ONE, w + ((err * v) >> 16))) for w, v in zip(self.weights[s], x)]
@@ -136,8 +162,9 @@ def test_the_tables_are_pinned() -> None:
     assert mixer.SQUASH[0] == 22 and mixer.SQUASH[512] == ONE // 2 and mixer.LN_POW[1] == 2839  # e^-8, 1/2, ln 2
 
 
+@pytest.mark.parametrize("revision", mixer.REVISIONS)
 @pytest.mark.parametrize("seed", range(3))
-def test_encoder_kernel_matches_the_reference(seed: int) -> None:
+def test_encoder_kernel_matches_the_reference(seed: int, revision: str) -> None:
     rng = np.random.default_rng(seed)
     vocab, rows, n = 300, 3, 400
     streams = [_stream(rng, vocab, n) for _ in range(rows)]
@@ -147,9 +174,9 @@ def test_encoder_kernel_matches_the_reference(seed: int) -> None:
     row_of = np.array([i // n for i in order]), np.array([i % n for i in order])
     tokens = np.array([streams[r][t] for r, t in zip(*row_of)])
     got_logits = logits[order].copy()
-    state = mixer.State.fresh(rows, n)
+    state = mixer.State.fresh(rows, n, vocab, revision)
     got = mixer.observe(state, got_logits, row_of[0], tokens, EXP)
-    refs = [Reference() for _ in range(rows)]
+    refs = [Reference(vocab, revision) for _ in range(rows)]
     for k, (r, t) in enumerate(zip(*row_of)):
         row = logits[order[k]].tolist()
         best, whole = refs[r].mix(row)
@@ -159,18 +186,21 @@ def test_encoder_kernel_matches_the_reference(seed: int) -> None:
     for r, ref in enumerate(refs):
         assert [int(w) for w in state.weights[r].ravel()] == [w for ws in ref.weights for w in ws]
         assert (ref.ptr, ref.length) == tuple(state.where[r, 1:])
+        assert state.bias[r].tolist() == (ref.bias or [])
+    assert revision == "mix/1" or np.abs(state.bias).max() > 0
 
 
-def test_decoder_kernels_give_the_encoders_biases() -> None:
+@pytest.mark.parametrize("revision", mixer.REVISIONS)
+def test_decoder_kernels_give_the_encoders_biases(revision: str) -> None:
     rng = np.random.default_rng(7)
     vocab, rows, n = 200, 4, 300
     streams = np.stack([_stream(rng, vocab, n) for _ in range(rows)])
     logits = _logits(rng, rows * n, vocab).reshape(rows, n, vocab)
     encoded = logits.copy()
-    enc = mixer.State.fresh(rows, n)
+    enc = mixer.State.fresh(rows, n, vocab, revision)
     for t in range(n):
         mixer.observe(enc, encoded[:, t], np.arange(rows), streams[:, t], EXP)
-    dec, decoded = mixer.State.fresh(rows, n), logits.copy()
+    dec, decoded = mixer.State.fresh(rows, n, vocab, revision), logits.copy()
     for t in range(n):
         alive = np.arange(rows) if t < n // 2 else np.array([0, 2])  # rows leave the batch, as they end
         step = np.ascontiguousarray(decoded[alive, t])
@@ -181,7 +211,8 @@ def test_decoder_kernels_give_the_encoders_biases() -> None:
     assert np.array_equal(decoded[:, : n // 2], encoded[:, : n // 2])
 
 
-def test_logits_on_a_device_mix_as_the_cpu_kernels_mix_them() -> None:
+@pytest.mark.parametrize("revision", mixer.REVISIONS)
+def test_logits_on_a_device_mix_as_the_cpu_kernels_mix_them(revision: str) -> None:
     """The mixer's statistics and biases computed with torch where the logits lie (a GPU's path,
     run here on CPU tensors) are the numba kernels' integers, encoding and decoding."""
     rng = np.random.default_rng(11)
@@ -192,7 +223,7 @@ def test_logits_on_a_device_mix_as_the_cpu_kernels_mix_them() -> None:
     tokens = streams.reshape(-1)
     states, mixed, seen = [], [], []
     for as_tensor in (False, True):
-        state, rows_logits = mixer.State.fresh(rows, n), logits.reshape(-1, vocab).copy()
+        state, rows_logits = mixer.State.fresh(rows, n, vocab, revision), logits.reshape(-1, vocab).copy()
         given = torch.from_numpy(rows_logits) if as_tensor else rows_logits  # shares its memory
         seen.append(mixer.observe(state, given, order, tokens, EXP))
         states.append(state)
@@ -201,7 +232,7 @@ def test_logits_on_a_device_mix_as_the_cpu_kernels_mix_them() -> None:
     assert np.array_equal(states[0].weights, states[1].weights)
     decoded = []
     for as_tensor in (False, True):
-        state, out = mixer.State.fresh(rows, n), logits.copy()
+        state, out = mixer.State.fresh(rows, n, vocab, revision), logits.copy()
         for t in range(n):
             step = np.ascontiguousarray(out[:, t])
             mixer.predict(state, torch.from_numpy(step) if as_tensor else step, np.arange(rows), EXP)
@@ -221,7 +252,7 @@ def test_mixing_saves_bits_on_repeated_text() -> None:
     logits = _logits(rng, n, vocab) // 8  # a weak, random model
     plain = int_intervals(logits, tokens, EXP, 24)
     mixed_logits = logits.copy()
-    mixer.observe(mixer.State.fresh(1, n), mixed_logits, np.zeros(n, dtype=np.int64), tokens, EXP)
+    mixer.observe(mixer.State.fresh(1, n, vocab), mixed_logits, np.zeros(n, dtype=np.int64), tokens, EXP)
     mixed = int_intervals(mixed_logits, tokens, EXP, 24)
     bits = lambda iv: float((24 - np.log2(iv[:, 1])).sum())  # noqa: E731
     first = int_intervals(logits[:250], tokens[:250], EXP, 24)
@@ -235,5 +266,23 @@ def test_a_row_with_one_possible_token_stays_finite() -> None:
     tokens = np.zeros(n, dtype=np.int64)
     logits = np.full((n, vocab), -10**9, dtype=np.int64)
     logits[:, 0] = 0
-    mixer.observe(mixer.State.fresh(1, n), logits, np.zeros(n, dtype=np.int64), tokens, EXP)
-    assert np.abs(logits[:, 0]).max() <= 2 * CLAMP
+    mixer.observe(mixer.State.fresh(1, n, vocab), logits, np.zeros(n, dtype=np.int64), tokens, EXP)
+    assert np.abs(logits[:, 0]).max() <= 2 * CLAMP + mixer.BIAS_CLAMP
+
+
+def test_the_adaptive_bias_learns_a_documents_vocabulary() -> None:
+    """A stream drawn from a few tokens of a large vocabulary, in no repeated order, under a model
+    that spreads itself over all of them: the match and order-2 models find little, the bias
+    (mix/2) learns which tokens the document uses. Measured by the coder's own intervals."""
+    rng = np.random.default_rng(5)
+    vocab, n = 2000, 1500
+    used = rng.choice(vocab, 40, replace=False)
+    tokens = used[np.minimum(rng.zipf(1.3, n), 40) - 1]
+    logits = _logits(rng, n, vocab) // 16  # flat: every token within a few nats
+    bits = {}
+    for revision in mixer.REVISIONS:
+        mixed = logits.copy()
+        mixer.observe(mixer.State.fresh(1, n, vocab, revision), mixed, np.zeros(n, dtype=np.int64), tokens, EXP)
+        bits[revision] = float((24 - np.log2(int_intervals(mixed, tokens, EXP, 24)[:, 1])).sum())
+    plain = float((24 - np.log2(int_intervals(logits, tokens, EXP, 24)[:, 1])).sum())
+    assert bits["mix/2"] < 0.7 * bits["mix/1"] and bits["mix/1"] < plain
