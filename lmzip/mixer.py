@@ -70,6 +70,7 @@ BIAS_RATE = 1 << (FS - 2)  # a quarter of a nat
 BIAS_TOP = 32
 BIAS_SPAN = 5 << FS
 BIAS_CLAMP = 8 << FS
+_NEAR = 256  # tokens within BIAS_SPAN that _adapt_row gathers in its sum's pass
 _BOUNDS = np.array([3, 4, 5, 7, 10, 15, 23, 32], dtype=np.int64)  # first length of buckets 1..8
 _LOG_BITS = 12
 _SQUASH_STEP = 6  # the squash table's grid: 2**-6 nats
@@ -282,25 +283,35 @@ def _advance(r, y, hist, match, order2, where, hits, proposal):
 def _adapt_row(row, bias, exp_table, likely):
     """Add a row's bias to its logits ``row (V,)``, in place, and note in ``likely`` what its
     learning needs: the biased table's ``sum(P)``, how many tokens are likely, those tokens and
-    their ``P``; returns the biased row's best logit. The likely tokens are those within the widest span ``BIAS_SPAN * 2**-j`` of the
-    best that holds at most ``BIAS_TOP`` (the first ``BIAS_TOP`` by id, should ties fill span 0)."""
+    their ``P``; returns the biased row's best logit. The likely tokens are those within the
+    widest span ``BIAS_SPAN * 2**-j`` of the best that holds at most ``BIAS_TOP`` (the first
+    ``BIAS_TOP`` by id, should ties fill span 0): the tokens within ``BIAS_SPAN`` are gathered in one
+    pass, and the span narrowed among them (the whole row is read again only where more than
+    ``_NEAR`` are that near)."""
     best = np.iinfo(np.int64).min
     for v in range(row.shape[0]):
         row[v] += bias[v]
         best = max(best, row[v])
-    last, whole = exp_table.shape[0] - 1, 0
+    last, whole, near = exp_table.shape[0] - 1, 0, 0
     for v in range(row.shape[0]):
         whole += exp_table[min(best - row[v], last)]
-    span = BIAS_SPAN
-    while True:
-        n = 0
-        for v in range(row.shape[0]):
-            n += row[v] >= best - span
-        if n <= BIAS_TOP or span == 0:
-            break
-        span >>= 1
-    n = 0
+    ids = np.empty(_NEAR, np.int64)
     for v in range(row.shape[0]):
+        if row[v] >= best - BIAS_SPAN:
+            if near < _NEAR:
+                ids[near] = v
+            near += 1
+    if near > _NEAR:  # rare: a flat row
+        ids = np.flatnonzero(row >= best - BIAS_SPAN)
+    ids = ids[:near]
+    span, n = BIAS_SPAN, near
+    while n > BIAS_TOP and span > 0:
+        span >>= 1
+        n = 0
+        for v in ids:
+            n += row[v] >= best - span
+    n = 0
+    for v in ids:
         if row[v] >= best - span and n < BIAS_TOP:
             likely[2 + n], likely[2 + BIAS_TOP + n] = v, exp_table[best - row[v]]
             n += 1
