@@ -13,8 +13,9 @@ Before them (revision mix/2) an **adaptive bias** moves every logit: each row le
 each token of the vocabulary, online, a step down the log loss's gradient after every token (up
 for the token that came, down for the likeliest few in proportion to their probability), as
 Nacrith's adaptive bias head does. It learns the document's own vocabulary (names, identifiers,
-markup) that a 135M model under-predicts: on the first 8000 bytes of four corpus files it saved
-1.4% of the bits on top of mix/1's candidates (``benchmarks/mixer.md`` has the measurement).
+markup) that a 135M model under-predicts. On the first 8000 bytes of each corpus file, mix/2
+spent 1.66% fewer bits than ``--mixer off``, where mix/1 had spent 0.58% fewer in the same bench's
+run before (``benchmarks/mixer.md``; engine int/1 then, int/2 now).
 
 Each candidate token ``c`` then gets a logistic mix, in the paq sense, of the model's log-odds
 for ``c`` and the learned log-odds that each small model is right in its present state, with one
