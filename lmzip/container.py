@@ -22,8 +22,9 @@ so a file made with the defaults spends 5 bytes on it, and a one-chunk text file
 the whole container. The defaults belong to the format version: version 7 is version 8 with
 ``coding.mixer`` defaulting to mix/1; version 6 is version 7 with ``coding.engine`` defaulting to
 int/1, a length before the fingerprint, and the character count itself in the footer, where v7
-counts the bytes that are not a character's first (0 for ASCII, so one byte). ``check_header`` holds the one schema every reader relies on. Version 5
-(read, never written) began with an 8-byte magic and a JSON header, and ended with a SHA-256.
+counts the bytes that are not a character's first (0 for ASCII, so one byte). ``check_header``
+holds the one schema every reader relies on. Version 5 (read, never written) began with an
+8-byte magic and a JSON header, and ended with a SHA-256.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class State:
     proposal: np.ndarray  # (R, 4) int64: the match's token (-1: none), its bucket, the order-2 token, state
     pending: np.ndarray  # (R, 2, 3 + INPUTS) int64: each candidate's token (-1: none), set, p, inputs
     bias: np.ndarray  # (R, V) int32: each token's learned bias, 2**-FS nats ((R, 0) without the stage)
-    likely: np.ndarray  # (R, 1 + 2 * BIAS_TOP) int64: the biased table's sum(P), count, then tokens and P
+    likely: np.ndarray  # (R, 2 + 2 * BIAS_TOP) int64: the biased table's sum(P), count, then tokens and P
 
     @classmethod
     def fresh(cls, rows: int, length: int, vocab: int, revision: str = REVISION) -> State:
@@ -331,8 +331,9 @@ def _adapt_learn(y, bias, likely):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _adapt_stats(row, best, whole, want, exp_table, out):
-    """``_stats``' four numbers of a biased row, from its best logit and ``sum(P)``."""
+def _want_stats(row, best, whole, want, exp_table, out):
+    """``_stats``' numbers of a row, from its best logit and ``sum(P)``: that sum, then ``P`` of each
+    token of ``want`` (-1: none, 0)."""
     out[0] = whole
     for k in range(want.shape[0]):
         out[1 + k] = exp_table[min(best - row[want[k]], exp_table.shape[0] - 1)] if want[k] >= 0 else 0
@@ -349,7 +350,7 @@ def _adapt(rows, tokens, logits, want, bias, likely, exp_table, stats):
             i = order[j]
             r = rows[i]
             best = _adapt_row(logits[i], bias[r], exp_table, likely[r])
-            _adapt_stats(logits[i], best, likely[r, 0], want[i], exp_table, stats[i])
+            _want_stats(logits[i], best, likely[r, 0], want[i], exp_table, stats[i])
             _adapt_learn(tokens[i], bias[r], likely[r])
 
 
@@ -358,7 +359,7 @@ def _adapt_rows(rows, logits, want, bias, likely, exp_table, stats):
     """Decoding: ``_adapt`` without the learning, for distinct rows."""
     for i in numba.prange(rows.shape[0]):
         best = _adapt_row(logits[i], bias[rows[i]], exp_table, likely[rows[i]])
-        _adapt_stats(logits[i], best, likely[rows[i], 0], want[i], exp_table, stats[i])
+        _want_stats(logits[i], best, likely[rows[i], 0], want[i], exp_table, stats[i])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -418,13 +419,10 @@ def _learn_rows(rows, tokens, hist, match, order2, where, hits, weights, proposa
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _row_stats(logits, want, exp_table, out):
-    last = exp_table.shape[0] - 1
     for i in numba.prange(logits.shape[0]):
         row = logits[i]
         best, _, whole = _int_row(row, exp_table, np.empty(row.shape[0], np.int64))
-        out[i, 0] = whole
-        for k in range(want.shape[1]):
-            out[i, 1 + k] = exp_table[min(best - row[want[i, k]], last)] if want[i, k] >= 0 else 0
+        _want_stats(row, best, whole, want[i], exp_table, out[i])
 
 
 def _stats(logits: np.ndarray | torch.Tensor, cands: np.ndarray, tokens: np.ndarray | None,

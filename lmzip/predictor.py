@@ -115,7 +115,8 @@ class Predictor:
 
         A group of rows is fed ``slots // 2`` tokens a block; each block's tables are coded at
         once, and a row leaves the group when it ends, so neither the states nor short rows'
-        padding grow with the chunk length. ``mix``, a revision of the mixer, runs each row's tables through it.
+        padding grow with the chunk length. ``mix``, a revision of the mixer, runs each row's
+        tables through it.
         """
         group, piece = max(1, PREFILL_TOKENS // slots), max(1, slots // 2)
         payloads, ce, mixed, ideal = [], [], [], []
