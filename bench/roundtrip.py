@@ -20,7 +20,7 @@ from common import CORPUS, OUT, corpus_files, provenance, write, write_csv
 import lmzip
 
 COLUMNS = ["file", "area", "bytes", "characters", "tokens", "chunks", "chunk_tokens", "lmz_bytes", "bits_per_byte",
-           "bits_per_char", "ce_bits", "ideal_bits", "payload_bits", "payload_over_ideal_pct",
+           "bits_per_char", "ce_bits", "mixed_bits", "ideal_bits", "payload_bits", "payload_over_ideal_pct",
            "container_bytes", "compress_s", "decompress_s", "compress_B_s", "decompress_B_s", "peak_rss_mb",
            "round_trip"]
 
@@ -41,7 +41,8 @@ def measure(codec: lmzip.LMZip, path, max_bytes: int | None = None) -> dict:
         "characters": s.characters, "tokens": s.tokens, "chunks": s.lm_chunks + s.fallback_chunks,
         "chunk_tokens": max((e.tokens for e in lmzip.container.parse(blob).entries), default=0),
         "lmz_bytes": len(blob), "bits_per_byte": round(s.bits_per_byte, 4), "bits_per_char": round(s.bits_per_char, 4),
-        "ce_bits": round(s.ce_bits), "ideal_bits": round(s.ideal_bits), "payload_bits": s.payload_bits,
+        "ce_bits": round(s.ce_bits), "mixed_bits": round(s.mixed_bits), "ideal_bits": round(s.ideal_bits),
+        "payload_bits": s.payload_bits,
         "payload_over_ideal_pct": round(100 * (s.payload_bits / s.ideal_bits - 1), 4),
         "container_bytes": s.container_bytes, "compress_s": round(compress_s, 1),
         "decompress_s": round(decompress_s, 1), "compress_B_s": round(len(data) / compress_s),
@@ -55,19 +56,21 @@ def report(rows: list[dict], label: str, codec: lmzip.LMZip, out=OUT) -> None:
     md = [f"# Round trips of the corpus with {label}", "",
           f"Defaults: batch {codec.batch_size}, context {codec.context} tokens, chunk length "
           f"{codec.chunk_tokens or 'chosen for each file (chunk tokens)'}, precision {codec.precision} bits, "
+          f"engine {codec.engine}, mixer {codec.mix or 'off'}, "
           f"dtype {codec.lm.dtype_name}, device {codec.lm.device.type}. Each file was compressed, decoded again in a fresh "
           "codec and compared byte for byte.", "",
-          "float CE = cross-entropy of the model's float probabilities under lmzip's chunking; ideal = sum of "
-          "-log2(freq/2^precision) under the quantised tables; payload = bits the range coder wrote; container = "
+          "model CE = the engine's cross-entropy under lmzip's chunking, before the mixer; mixed = after it; "
+          "ideal = sum of -log2(freq/2^precision) under the quantised tables; payload = bits the range coder wrote; container = "
           "header and chunk table. peak RSS is the process's high-water mark so far (model loaded once).", "",
-          "| file | bytes | tokens | chunks | chunk tokens | .lmz bytes | bits/byte | bits/char | float CE bits | ideal bits | payload bits "
+          "| file | bytes | tokens | chunks | chunk tokens | .lmz bytes | bits/byte | bits/char | model CE bits | mixed bits | ideal bits "
+          "| payload bits "
           "| payload over ideal | container bytes | compress s | decompress s | compress B/s | decompress B/s "
           "| peak RSS MB | round trip |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         md.append(f"| {r['file']} | {r['bytes']} | {r['tokens']} | {r['chunks']} | {r.get('chunk_tokens', '')} | "
                   f"{r['lmz_bytes']} | {float(r['bits_per_byte']):.4f} | "
-                  f"{float(r['bits_per_char']):.4f} | {r['ce_bits']} | {r['ideal_bits']} | {r['payload_bits']} | "
+                  f"{float(r['bits_per_char']):.4f} | {r['ce_bits']} | {r.get('mixed_bits', '')} | {r['ideal_bits']} | {r['payload_bits']} | "
                   f"{float(r['payload_over_ideal_pct']):.4f}% | {r['container_bytes']} | {r['compress_s']} | "
                   f"{r['decompress_s']} | {r['compress_B_s']} | {r['decompress_B_s']} | {r['peak_rss_mb']} | "
                   f"{r['round_trip']} |")
