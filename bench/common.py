@@ -111,3 +111,42 @@ def multiplied_weights(model) -> int:
     layers and the head (the embedding is gathered, not multiplied)."""
     return model.head.q.size + sum(getattr(layer, name).q.size for layer in model.layers
                                    for name in ("q", "k", "v", "o", "gate", "up", "down"))
+
+
+def round_trip(codec, data: bytes) -> dict:
+    """``data`` through ``codec`` (an ``lmzip.LMZip``) and back through a fresh codec on the same
+    model, compared byte for byte (a mismatch stops the run): the file's size, the cross-entropy
+    bits before and after the mixer (``--stats``), the tokens, and both wall times."""
+    import lmzip
+
+    began = time.perf_counter()
+    blob = codec.compress(data)
+    compress_s = time.perf_counter() - began
+    s = codec.last_stats
+    began = time.perf_counter()
+    back = lmzip.LMZip(codec.lm).decompress(blob)
+    decompress_s = time.perf_counter() - began
+    if back != data:
+        raise SystemExit("round trip FAILED")
+    return {"bytes": len(blob), "model_bits": round(s.ce_bits), "mixed_bits": round(s.mixed_bits),
+            "tokens": s.tokens, "compress_s": compress_s, "decompress_s": decompress_s}
+
+
+def side_by_side(codecs: dict, paths: list[Path], nbytes: int) -> list[dict]:
+    """Each file's first ``nbytes`` (0: all of it) round-tripped by every codec of ``codecs``
+    (label -> ``lmzip.LMZip``), one right after the other, so that the machine's load falls on all
+    alike: a row a file, with each codec's ``round_trip`` figures prefixed by its label. Each codec
+    first codes a few hundred bytes, so that loading and compiling are timed in none of them."""
+    for codec in codecs.values():
+        round_trip(codec, paths[0].read_bytes()[:400])
+    rows = []
+    for path in paths:
+        data = path.read_bytes()[: nbytes or None]
+        row = {"file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "input_bytes": len(data)}
+        for label, codec in codecs.items():
+            row.update({f"{label}_{k}": round(v, 2) if isinstance(v, float) else v
+                        for k, v in round_trip(codec, data).items()})
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+

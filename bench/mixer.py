@@ -13,26 +13,11 @@ Writes benchmarks/mixer.csv and .md (mixer-FILE...-chunks-N.* with ``--files`` o
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import CORPUS, corpus_files, provenance, write, write_csv
+from common import CORPUS, corpus_files, provenance, side_by_side, write, write_csv
 
 import lmzip
 from lmzip import mixer
-
-
-def run(codec: lmzip.LMZip, data: bytes) -> dict:
-    began = time.perf_counter()
-    blob = codec.compress(data)
-    compress_s = time.perf_counter() - began
-    s = codec.last_stats
-    began = time.perf_counter()
-    back = lmzip.LMZip(codec.lm).decompress(blob)
-    decompress_s = time.perf_counter() - began
-    if back != data:
-        raise SystemExit("round trip FAILED")
-    return {"bytes": len(blob), "model_bits": round(s.ce_bits), "mixed_bits": round(s.mixed_bits),
-            "tokens": s.tokens, "compress_s": compress_s, "decompress_s": decompress_s}
 
 
 def main() -> None:
@@ -45,19 +30,12 @@ def main() -> None:
     on = lmzip.LMZip(args.model, chunk_tokens=args.chunk_tokens)
     off = lmzip.LMZip(on.lm, chunk_tokens=args.chunk_tokens, mix=False)
     paths = [CORPUS / f for f in args.files.split(",")] if args.files else corpus_files()
-    for codec in (on, off):  # load the model and compile every kernel before anything is timed
-        run(codec, paths[0].read_bytes()[:400])
     rows = []
-    for path in paths:
-        data = path.read_bytes()[: args.bytes or None]
-        a, b = run(on, data), run(off, data)
-        rows.append({"file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "input_bytes": len(data),
-                     "tokens": a["tokens"], "off_bytes": b["bytes"], "on_bytes": a["bytes"],
-                     "model_bits": a["model_bits"], "mixed_bits": a["mixed_bits"],
-                     "saved_pct": round(100 * (1 - a["bytes"] / b["bytes"]), 3),
-                     "off_compress_s": round(b["compress_s"], 2), "on_compress_s": round(a["compress_s"], 2),
-                     "off_decompress_s": round(b["decompress_s"], 2), "on_decompress_s": round(a["decompress_s"], 2)})
-        print(rows[-1], flush=True)
+    for r in side_by_side({"on": on, "off": off}, paths, args.bytes):
+        rows.append({"file": r["file"], "area": r["area"], "input_bytes": r["input_bytes"], "tokens": r["on_tokens"],
+                     "off_bytes": r["off_bytes"], "on_bytes": r["on_bytes"], "model_bits": r["on_model_bits"],
+                     "mixed_bits": r["on_mixed_bits"], "saved_pct": round(100 * (1 - r["on_bytes"] / r["off_bytes"]), 3),
+                     **{k: r[k] for k in ("off_compress_s", "on_compress_s", "off_decompress_s", "on_decompress_s")}})
     name = "-".join(["mixer", *(p.stem for p in paths if args.files),
                      *([f"chunks-{args.chunk_tokens}"] if args.chunk_tokens else [])])
     write_csv(f"{name}.csv", rows)
@@ -76,7 +54,7 @@ def main() -> None:
                   f"{r['model_bits']} | {r['mixed_bits']} | {r['on_compress_s'] / r['off_compress_s']:.3f} | "
                   f"{r['on_decompress_s'] / r['off_decompress_s']:.3f} |")
     md += ["", provenance()]
-    print("wrote", write(f"{name}.md", "\n".join(md) + "\n"))
+    write(f"{name}.md", "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ _coding_options = _options(
                       f"{chunking.MIN_CHUNK_TOKENS}]. Each chunk starts with no context: longer chunks "
                       "compress better, shorter ones fill more rows."),
     click.option("--context", type=click.IntRange(codec.MIN_CONTEXT, codec.MAX_CONTEXT), default=codec.DEFAULT_CONTEXT, show_default=True,
-                 help="KV-cache slots a row: every token is predicted from the last context/2 to "
+                 help="KV-cache slots a row: every token is predicted from the last 7/8 x context to "
                       "context tokens of its chunk. Memory grows with batch size x context."),
     click.option("--mixer", type=click.Choice(["on", "off"]),
                  help="The online mixer (docs/FORMAT.md, mix/2): a bias for each token learned from the chunk, "

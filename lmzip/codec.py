@@ -43,7 +43,8 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take 0.44 GB at 512 slots, 0.88 GB
 # at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows. Memory no longer decides the
 # window; speed does: 512 stays the default, and more context is an option (``--context``,
-# ``--chunk-tokens``, ``--best``).
+# ``--chunk-tokens``, ``--best``). Engine int/3 keeps 7/8 of the window where int/2 kept half
+# (predictor.REVISIONS), so the same 512 slots predict every token from 448 to 512 tokens.
 DEFAULT_CONTEXT = 512
 # ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
 # (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.
@@ -163,15 +164,18 @@ class LMZip:
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
                  precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int",
-                 mix: bool | None = None, cluster: Cluster | None = None) -> None:
+                 mix: bool | None = None, cluster: Cluster | None = None, revision: str = predictor.ENGINE) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
         if mix and engine != "int":
             raise ValueError("only the integer engine has a mixer")
         if cluster is not None and engine != "int":
             raise ValueError("only the integer engine codes on a cluster (float files replay one machine's arithmetic)")
+        if revision not in predictor.REVISIONS:
+            raise ValueError(f"the integer engine's revision must be one of {', '.join(predictor.REVISIONS)}")
         dtype = _dtype_for(engine, dtype)
         self.engine = engine
+        self.revision = revision  # the integer engine's arithmetic new files get: the newest, but to compare
         self.mix = engine == "int" if mix is None else mix  # the online mixer (mixer.py): on by default
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
         self.batch_size = batch_size
@@ -205,7 +209,7 @@ class LMZip:
         return self.lm.integer_fingerprint if self.engine == "int" else self.lm.fingerprint
 
     def _header(self, env: dict | None) -> dict:
-        coding = {"engine": predictor.ENGINE if self.engine == "int" else engine.ENGINE, "coder": CODER,
+        coding = {"engine": self.revision if self.engine == "int" else engine.ENGINE, "coder": CODER,
                   "precision": self.precision, "context": self.context, "start_token": self.lm.start_token}
         if self.mix:
             coding["mixer"] = mixer.REVISION
@@ -383,7 +387,7 @@ class Encoder(io.BufferedIOBase):
         jobs = [[chunks[i].tokens for i in batch] for batch in layout]
         if lz.engine == "int":
             coded = lz.workers.encode(jobs, lz.context, lz.precision, mixer.REVISION if lz.mix else None,
-                                     predictor.ENGINE, step)
+                                     lz.revision, step)
         else:
             coded = _replaying(lz, jobs, step)
         for batch, done in zip(layout, coded):

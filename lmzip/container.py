@@ -1,4 +1,4 @@
-"""The .lmz container, format version 8 (specified in docs/FORMAT.md); versions 5 to 7 are read too.
+"""The .lmz container, format version 9 (specified in docs/FORMAT.md); versions 5 to 8 are read too.
 
     magic (4) | version u8 | varint header length | header | CRC32 of all before (u32)
     frames, each: varint chunk count (at least 1) | per chunk varint tokens << 2 | kind, raw
@@ -19,8 +19,9 @@ padding bits must be zero, so that no bit of the file goes unchecked.
 
 The header is a few tagged binary fields (``FIELDS``); a field equal to its default is left out,
 so a file made with the defaults spends 5 bytes on it, and a one-chunk text file about 39 on
-the whole container. The defaults belong to the format version: version 7 is version 8 with
-``coding.mixer`` defaulting to mix/1; version 6 is version 7 with ``coding.engine`` defaulting to
+the whole container. The defaults belong to the format version: version 8 is version 9 with
+``coding.engine`` defaulting to int/2; version 7 is version 8 with ``coding.mixer`` defaulting to
+mix/1; version 6 is version 7 with ``coding.engine`` defaulting to
 int/1, a length before the fingerprint, and the character count itself in the footer, where v7
 counts the bytes that are not a character's first (0 for ASCII, so one byte). ``check_header``
 holds the one schema every reader relies on. Version 5 (read, never written) began with an
@@ -42,8 +43,8 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ"
-VERSION = 8
-READS = (5, 6, 7, 8)
+VERSION = 9
+READS = (5, 6, 7, 8, 9)
 FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
 FINGERPRINT_BYTES = 4  # of the model's fingerprint, from a v6 header on: 1 in 2^32 that another model passes
 _READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
@@ -55,7 +56,7 @@ FIELDS = {
     1: (("model", "name"), str, "smollm2-135m"),
     2: (("model", "fingerprint"), bytes, None),
     3: (("model", "vocab"), int, 49152),
-    4: (("coding", "engine"), str, "int/2"),
+    4: (("coding", "engine"), str, "int/3"),
     5: (("coding", "coder"), str, "range64"),
     6: (("coding", "precision"), int, 30),
     7: (("coding", "context"), int, 512),
@@ -65,11 +66,11 @@ FIELDS = {
     11: (("coding", "dtype"), str, None),
     12: (("replay",), dict, None),  # JSON: the float engine's environment
 }
-_OLD_DEFAULTS = {6: {4: "int/1", 9: "mix/1"}, 7: {9: "mix/1"}}  # where each differs from the current version's
+_OLD_DEFAULTS = {6: {4: "int/1", 9: "mix/1"}, 7: {4: "int/2", 9: "mix/1"}, 8: {4: "int/2"}}  # where each differs from v9
 
 
 def _defaults(version: int) -> dict[int, object]:
-    """Each field's default in a header of format ``version`` (6 to 8)."""
+    """Each field's default in a header of format ``version`` (6 to 9)."""
     old = _OLD_DEFAULTS.get(version, {})
     return {tag: old.get(tag, default) for tag, (_, _, default) in FIELDS.items()}
 

@@ -20,9 +20,10 @@ block length or the kernel that ran. The rules, each chosen for that invariance:
 - Logits leave as int64 fixed point in ``2**-12`` nats; ``quantize.int_intervals`` turns them
   into the coder's frequencies through another integer exp table.
 
-The KV cache is a window of ``slots`` positions, with the float engine's schedule (see
-``Cache``): a function of the position alone, so a block of tokens (the encoder's prefill) and
-one token a step (the decoder) compute the same integers. Supported families: Llama (SmolLM2)
+The KV cache is a window of ``slots`` positions that keeps its newest half (engine revisions int/1
+and int/2, the float engine's schedule) or seven eighths (int/3) when it moves (see ``Cache``):
+a function of the position alone, so a block of tokens (the encoder's prefill) and one token a
+step (the decoder) compute the same integers. Supported families: Llama (SmolLM2)
 and Gemma 3, without logit soft-capping.
 """
 
@@ -187,8 +188,23 @@ KV16 = KV(MANT, 1 << MANT, torch.int16)
 KV8 = KV(7, 127, torch.int8)
 QUERY = KV16  # rotated queries: 14-bit mantissas, as every activation (never stored)
 
+
+@dataclass(frozen=True)
+class Revision:
+    """What an engine revision fixes beside the model's integers: how its ``Cache`` holds keys and
+    values (``kv``), and the eighths of the window's slots a move keeps (``keep_eighths``)."""
+
+    kv: KV
+    keep_eighths: int
+
+    def keep(self, slots: int) -> int:
+        """The newest tokens a move of a ``slots``-slot window keeps beside the sink: never more than
+        ``slots - 2``, so that a slot is free for the next token."""
+        return min(slots * self.keep_eighths // 8, slots - 2)
+
+
 MAX_SLOTS = 4096  # the longest KV window: RoPE tables cover slots 0..MAX_SLOTS-1
-MIN_SLOTS = 3  # the sink and slots // 2 kept tokens must leave a slot free when the window moves
+MIN_SLOTS = 3  # the sink, a kept token and a free slot
 
 
 def _rope_params(config, kind: str) -> tuple[str, float, float]:
@@ -393,24 +409,26 @@ class IntModel:
 # -- the forward pass -----------------------------------------------------------------------
 
 class Cache:
-    """The KV window of ``slots`` positions a row, per layer, as ``kv``'s mantissas and int32 exponents.
+    """The KV window of ``slots`` positions a row, per layer, as ``revision.kv``'s mantissas and int32
+    exponents.
 
     Slot ``s`` holds a token at RoPE position ``s``. When a token is to be fed and every slot is
-    full, each row keeps slot 0 (its start token, the attention sink) and its newest
-    ``slots // 2`` tokens, moved to slots ``1..slots // 2`` and re-rotated there from their
-    unrotated keys, which the cache also keeps. Where the window moves depends on the position
+    full, each row keeps slot 0 (its start token, the attention sink) and its newest ``keep``
+    tokens (``revision.keep``: half the slots, or seven eighths from int/3 on), moved to slots
+    ``1..keep`` and re-rotated there from their unrotated keys, which the cache also keeps. Where the window moves depends on the position
     alone, so a block and a step see the same cache. A rotated key is always ``rotate`` of the raw
     key the cache holds, whether it was just fed or moved.
     """
 
     NAMES = ("k", "raw", "v", "ke", "re", "ve")  # in the order kernels.layer takes them, before the cache's kv
 
-    def __init__(self, model: IntModel, rows: int, slots: int, device: torch.device, kv: KV) -> None:
+    def __init__(self, model: IntModel, rows: int, slots: int, device: torch.device, revision: Revision) -> None:
         if not MIN_SLOTS <= slots <= MAX_SLOTS:
             raise ValueError(f"the KV window must have {MIN_SLOTS} to {MAX_SLOTS} slots")
         c = model.config
         n = len(model.layers)
-        self.slots, self.keep, self.used, self.kv = slots, slots // 2, 0, kv
+        kv = revision.kv
+        self.slots, self.keep, self.used, self.kv = slots, revision.keep(slots), 0, kv
         shape = (n, rows, c.kv_heads, slots, c.head_dim)
         self.k = torch.zeros(shape, dtype=kv.dtype, device=device)  # rotated key mantissas
         self.raw = torch.zeros(shape, dtype=kv.dtype, device=device)  # the same keys before RoPE

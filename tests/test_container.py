@@ -187,9 +187,12 @@ def test_a_header_is_its_fields_left_out_at_their_defaults(blob):
     default = {"model": {"fingerprint": "0123abcd"}, "coding": {"mixer": "mix/2"}}
     assert container.pack_header(default) == b"\x02\x01\x23\xab\xcd"
     coding = {"coder": "range64", "precision": 30, "context": 512, "start_token": 1}
-    assert container.unpack_header(container.pack_header(default))["coding"] == {"engine": "int/2", **coding,
+    assert container.unpack_header(container.pack_header(default))["coding"] == {"engine": "int/3", **coding,
                                                                                   "mixer": "mix/2"}
-    # version 7: that version's default mixer, mix/1
+    # version 8: that version's default engine, int/2
+    assert container.unpack_header(b"\x02\x01\x23\xab\xcd", 8)["coding"] == {"engine": "int/2", **coding,
+                                                                              "mixer": "mix/2"}
+    # version 7: int/2 and that version's default mixer, mix/1
     assert container.unpack_header(b"\x02\x01\x23\xab\xcd", 7)["coding"] == {"engine": "int/2", **coding,
                                                                               "mixer": "mix/1"}
     # version 6: a length before the fingerprint, and that version's default engine, int/1

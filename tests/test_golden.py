@@ -36,9 +36,21 @@ def test_golden_files_are_what_the_encoder_writes_now(codecs):
         assert (now.header, now.entries, now.payloads) == (then.header, then.entries, then.payloads)
 
 
+def test_an_older_revision_is_still_written_as_its_golden_files_hold(codecs):
+    """``revision="int/2"`` writes, in today's container, the tables v8's golden files were coded with:
+    the same chunks and payloads (the int/2 arithmetic did not move), and a header that names int/2."""
+    for name, data in SAMPLES.items():
+        now = container.parse(LMZip(codecs["tiny"].lm, context=32, revision="int/2").compress(data))
+        then = container.parse((FORMATS["v8"] / f"tiny-{name}.lmz").read_bytes())
+        assert (now.entries, now.payloads) == (then.entries, then.payloads)
+        assert now.header["coding"] == then.header["coding"] == {**now.header["coding"], "engine": "int/2"}
+    with pytest.raises(ValueError, match="revision"):
+        LMZip(codecs["tiny"].lm, revision="int/9")
+
+
 def test_members_of_every_version_concatenate(codecs):
-    """Files of v8, v7 (mixer mix/1), v6 (engine int/1) and v5 written one after the other decode as
-    one stream, each by its own rules."""
-    parts = (("v8", "text"), ("v7", "binary"), ("v6", "code"), ("v5", "unicode"))
+    """Files of v9, v8 (engine int/2), v7 (mixer mix/1), v6 (engine int/1) and v5 written one after
+    the other decode as one stream, each by its own rules."""
+    parts = (("v9", "text"), ("v8", "code"), ("v7", "binary"), ("v6", "code"), ("v5", "unicode"))
     blob = b"".join((FORMATS[v] / f"tiny-{name}.lmz").read_bytes() for v, name in parts)
     assert codecs["tiny"].decompress(blob) == b"".join(SAMPLES[name] for _, name in parts)

@@ -174,7 +174,8 @@ def test_a_rows_logits_ignore_the_batch_and_its_place(pred, revision):
 
 
 def test_prefill_equals_stepping_across_many_window_moves(pred, revision):
-    """70 tokens through 16 slots: the window moves 7 times; blocks of 1 (the decoder), 5 and all."""
+    """70 tokens through 16 slots: the window moves every 7 tokens (int/3: every token); blocks of 1
+    (the decoder), 5 and all."""
     rows = np.random.default_rng(4).integers(0, pred.model.vocab, (2, 70))
     whole = _logits(pred, rows, slots=16, revision=revision)
     assert np.array_equal(_logits(pred, rows, slots=16, block=1, revision=revision), whole)
@@ -191,6 +192,16 @@ def test_revisions_compute_their_own_logits_from_their_own_caches(pred):
         pred.feed(cache, torch.from_numpy(rows))
     assert caches["int/2"].v.abs().max() <= 127 < caches["int/1"].v.abs().max()
     assert not np.array_equal(_logits(pred, rows, 16, revision="int/1"), _logits(pred, rows, 16, revision="int/2"))
+
+
+def test_int3_is_int2_with_a_window_that_keeps_seven_eighths(pred):
+    """int/3 differs from int/2 in the window's moves alone: the same logits until the window first
+    moves, other logits after it; a move keeps 7/8 of the slots (int/2: half), never all but one."""
+    rows = np.random.default_rng(5).integers(0, pred.model.vocab, (2, 48))
+    two, three = _logits(pred, rows, 32, revision="int/2"), _logits(pred, rows, 32, revision="int/3")
+    assert np.array_equal(two[:, :32], three[:, :32]) and not np.array_equal(two[:, 32:], three[:, 32:])
+    assert [pred.start(1, slots, "int/3").keep for slots in (3, 16, 512)] == [1, 14, 448]
+    assert [pred.start(1, slots, "int/2").keep for slots in (3, 16, 512)] == [1, 8, 256]
 
 
 def test_prefill_encoder_and_stepping_decoder_agree_on_rows_of_any_length(pred, revision):

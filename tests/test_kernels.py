@@ -157,7 +157,7 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
     fused, _ = runners
     model, rng = fused.model, np.random.default_rng(6)
     c = model.config
-    cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"), intmodel.KV16)  # the widest
+    cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"), predictor.REVISIONS["int/1"])  # the widest
     top = 1 << 14
     k = rng.integers(-top, top + 1, cache.k[0].shape)
     k[:, :, :2000] = top
