@@ -4,7 +4,8 @@
 
 The classical compressors run here, each round trip verified. lmzip's rows come from
 benchmarks/roundtrip-*.csv, written by bench/roundtrip.py, whose every file was decoded again
-and compared (rerun that first after a change to lmzip). Writes benchmarks/ratio.csv,
+and compared (rerun that first after a change to lmzip); each row names the engine (and mixer)
+that coded it, and the table's notes the commit of each round-trip run. Writes benchmarks/ratio.csv,
 benchmarks/ratio.md, benchmarks/ratio.png and the README's results table.
 """
 
@@ -20,6 +21,8 @@ from lmzip.models import DTYPES
 
 
 def lmzip_rows() -> list[dict]:
+    """A row for each corpus file of each round-trip table, named by model, dtype, engine and mixer
+    (tables written before the integer engine have no engine column: the float engine's)."""
     rows = []
     for path in sorted(OUT.glob("roundtrip-*.csv")):
         label = path.stem.removeprefix("roundtrip-")  # MODEL, or MODEL-DTYPE (bench/roundtrip.py)
@@ -29,9 +32,20 @@ def lmzip_rows() -> list[dict]:
             if r["round_trip"] != "ok":
                 raise SystemExit(f"{path}: {r['file']} did not round-trip")
             size = b"\0" * int(r["bytes"])  # row() needs only the length
-            rows.append(benchmark.row(CORPUS / r["file"], benchmark.lmzip_name(model, dtype), size, int(r["lmz_bytes"]),
+            coded = ", ".join(x for x in (r.get("engine") or "float", r.get("mixer") or "off") if x != "off")
+            name = f"{benchmark.lmzip_name(model, dtype)} ({coded})"
+            rows.append(benchmark.row(CORPUS / r["file"], name, size, int(r["lmz_bytes"]),
                                       float(r["compress_s"]), float(r["decompress_s"])))
     return rows
+
+
+def sources() -> list[str]:
+    """Each round-trip table and the commit of lmzip that wrote it."""
+    out = []
+    for path in sorted(OUT.glob("roundtrip-*.md")):
+        line = next((x for x in path.read_text().splitlines() if x.startswith("- lmzip: commit ")), "")
+        out.append(f"`{path.name}` at {line.removeprefix('- lmzip: commit ').split(',')[0] or 'an unknown commit'}")
+    return out
 
 
 def main() -> None:
@@ -39,7 +53,8 @@ def main() -> None:
     write_csv("ratio.csv", rows)
     table = benchmark.markdown(rows)
     note = ("Bits per byte of the whole output file (lmzip: header and chunk table included), total bits over "
-            "total bytes of each area of `../shared/corpus/`; every round trip verified.")
+            "total bytes of each area of `../shared/corpus/`; every round trip verified. lmzip rows, by the "
+            "round-trip run each comes from: " + "; ".join(sources()) + ".")
     write("ratio.md", "\n".join(["# Ratio: lmzip against classical compressors", "", note, "", table, "",
                                  provenance(), ""]))
     benchmark.chart(rows, OUT / "ratio.png", "Bits per byte by compressor and corpus area")
