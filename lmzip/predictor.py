@@ -31,11 +31,10 @@ Progress = Callable[[int], None]
 # listed here still decodes. New files get ENGINE. int/3 keeps 7/8 of the window where int/2 kept
 # half, so a token sees 448 to 512 tokens of a 512-slot window, not 256 to 512: 1.02% fewer bits
 # after the mixer over the first 16,000 bytes of every corpus file, each file 0.39% to 1.52%
-# (benchmarks/revision-int3-int2.md). The cost is the
-# encoder's: its prefill blocks end where the window moves, every 63 tokens, not every 255, so
-# its GEMMs are shorter and each block converts the cache for attention again: compress took
-# 1.15x int/2's time side by side (per file 0.93x to 1.56x on a shared machine; 32 KB of
-# hott_logic.tex, alternating: 1.12x to 1.29x), decompress 0.99x.
+# (benchmarks/revision-int3-int2.md). The cost is the encoder's: its prefill blocks end where
+# the window moves, every 63 tokens, not every 255, so its GEMMs are shorter and each block
+# converts the cache for attention again: compress took 1.15x int/2's time side by side (per
+# file 0.93x to 1.56x on a shared machine), decompress 0.99x.
 REVISIONS = {"int/1": intmodel.Revision(intmodel.KV16, 4), "int/2": intmodel.Revision(intmodel.KV8, 4),
              "int/3": intmodel.Revision(intmodel.KV8, 7)}
 ENGINE = "int/3"
