@@ -19,8 +19,8 @@ from common import CORPUS, OUT, corpus_files, provenance, write, write_csv
 
 import lmzip
 
-COLUMNS = ["file", "area", "engine", "mixer", "bytes", "characters", "tokens", "chunks", "chunk_tokens", "lmz_bytes", "bits_per_byte",
-           "bits_per_char", "ce_bits", "mixed_bits", "ideal_bits", "payload_bits", "payload_over_ideal_pct",
+COLUMNS = ["file", "area", "engine", "mixer", "bytes", "characters", "tokens", "chunks", "chunk_tokens", "lmz_bytes",
+           "bits_per_byte", "bits_per_char", "ce_bits", "mixed_bits", "ideal_bits", "payload_bits", "payload_over_ideal_pct",
            "container_bytes", "compress_s", "decompress_s", "compress_B_s", "decompress_B_s", "peak_rss_mb",
            "round_trip"]
 
@@ -36,12 +36,12 @@ def measure(codec: lmzip.LMZip, path, max_bytes: int | None = None) -> dict:
     decompress_s = time.perf_counter() - began
     if back != data:
         raise SystemExit(f"round trip FAILED for {path}")
+    lmz = lmzip.container.parse(blob)
     return {
         "file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name,
-        "engine": codec.revision if codec.engine == "int" else lmzip.engine.ENGINE, "mixer": lmzip.mixer.REVISION if codec.mix else "off",
-        "bytes": len(data),
+        "engine": lmz.header["coding"]["engine"], "mixer": lmz.header["coding"].get("mixer", "off"), "bytes": len(data),
         "characters": s.characters, "tokens": s.tokens, "chunks": s.lm_chunks + s.fallback_chunks,
-        "chunk_tokens": max((e.tokens for e in lmzip.container.parse(blob).entries), default=0),
+        "chunk_tokens": max((e.tokens for e in lmz.entries), default=0),
         "lmz_bytes": len(blob), "bits_per_byte": round(s.bits_per_byte, 4), "bits_per_char": round(s.bits_per_char, 4),
         "ce_bits": round(s.ce_bits), "mixed_bits": round(s.mixed_bits), "ideal_bits": round(s.ideal_bits),
         "payload_bits": s.payload_bits,
@@ -58,8 +58,7 @@ def report(rows: list[dict], label: str, codec: lmzip.LMZip, out=OUT) -> None:
     md = [f"# Round trips of the corpus with {label}", "",
           f"Defaults: batch {codec.batch_size}, context {codec.context} tokens, chunk length "
           f"{codec.chunk_tokens or 'chosen for each file (chunk tokens)'}, precision {codec.precision} bits, "
-          f"engine {codec.revision if codec.engine == 'int' else lmzip.engine.ENGINE}, "
-          f"mixer {lmzip.mixer.REVISION if codec.mix else 'off'}, "
+          f"engine {rows[-1]['engine']}, mixer {rows[-1]['mixer']}, "
           f"dtype {codec.lm.dtype_name}, device {codec.lm.device.type}. Each file was compressed, decoded again in a fresh "
           "codec and compared byte for byte.", "",
           "model CE = the engine's cross-entropy under lmzip's chunking, before the mixer; mixed = after it; "
