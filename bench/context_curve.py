@@ -1,7 +1,7 @@
 """What context is worth: the model's loss against how much context a token has, and the integer
 engine's file bits and speed against its KV window.
 
-    python bench/context_curve.py [--parts position files] [--model smollm2-135m] [--window 2048] [--per-area 8]
+    python bench/context_curve.py [--parts position files chunks] [--model smollm2-135m] [--window 2048] [--per-area 8]
 
 From each corpus area, ``--per-area`` windows of ``--window`` tokens (spread evenly over the
 area's files) are scored teacher-forced from the start token, in float32. The mean bits a token
@@ -16,6 +16,12 @@ other area with the integer engine at each context of ``CONTEXTS`` (chunks of at
 context, so that the window slides), side by side in one run, and decodes one chunk of the first
 ``DECODE_SAMPLE`` bytes of alice29 at each: file bits per byte, compress and decompress bytes a
 second. Writes benchmarks/context-files.csv and .md.
+
+The ``chunks`` part round-trips whole files (``CHUNK_FILES``) at the default context with chunks of
+each length of ``CHUNK_LENGTHS``, one after the other in one run, each decoded again by a fresh
+codec and compared byte for byte: what a longer chunk saves (fewer cold starts, more history for
+the mixer) against what it costs the decoder, whose parallelism is the number of chunks. Writes
+benchmarks/context-chunks.csv and .md.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 
 import numpy as np
 import torch
-from common import CORPUS, provenance, write, write_csv
+from common import CORPUS, provenance, round_trip, write, write_csv
 
 import lmzip
 from lmzip import chunking
@@ -37,6 +43,8 @@ CONTEXTS = [256, 512, 1024, 2048, 4096]
 SAMPLES = ["prose/alice29.txt", "code/click_core.py", "math/hott_basics.tex", "web/html"]
 FILE_SAMPLE = 48000  # bytes of each sample but alice29, which is whole
 DECODE_SAMPLE = 12000  # bytes of alice29 decoded as one chunk (one row) at each context
+CHUNK_LENGTHS = [chunking.MIN_CHUNK_TOKENS, 4096, 8192]
+CHUNK_FILES = ["prose/alice29.txt", "math/hott_logic.tex"]
 
 
 def windows(lm, area: str, count: int, length: int) -> list[list[int]]:
@@ -140,9 +148,48 @@ def file_curve(args) -> None:
     write("context-files.md", "\n".join(md))
 
 
+def chunk_curve(args) -> None:
+    """File bits and round-trip times against the chunk length: benchmarks/context-chunks.*"""
+    lm, rows = None, []
+    for name in CHUNK_FILES:
+        data = (CORPUS / name).read_bytes()
+        for n in CHUNK_LENGTHS:
+            lz = lmzip.LMZip(lm or args.model, chunk_tokens=n)
+            if lm is None:
+                lz.compress(data[:500])  # the predictor is built, and its kernels loaded, before any timing
+            lm = lz.lm
+            r = round_trip(lz, data)
+            default = chunking.chunk_length(r["tokens"], lz.batch_size) == n
+            row = {"file": name, "chunk_tokens": f"{n} (default)" if default else n,
+                   "chunks": lz.last_stats.lm_chunks, "tokens": r["tokens"],
+                   "lmz_bytes": r["bytes"], "bits/byte": round(8 * r["bytes"] / len(data), 4),
+                   "model_bits": r["model_bits"], "mixed_bits": r["mixed_bits"],
+                   "compress_s": round(r["compress_s"], 1), "decompress_s": round(r["decompress_s"], 1)}
+            rows.append(row)
+            print(row, flush=True)
+    write_csv("context-chunks.csv", rows)
+    cols = list(rows[0]) + ["bytes vs first", "compress time vs first", "decompress time vs first"]
+    md = [f"# File bits and speed against chunk length, {args.model}, integer engine", "",
+          f"Whole files compressed at the defaults (context {lmzip.codec.DEFAULT_CONTEXT}, batch "
+          f"{lmzip.codec.DEFAULT_BATCH_SIZE}) but for `--chunk-tokens`, one after the other in one run, each "
+          "decoded again by a fresh codec at the default batch size and compared byte for byte. Each chunk "
+          "starts cold (model and mixer) and is a row of the decoder: longer chunks pay fewer cold starts and "
+          "leave the decoder fewer rows to step at once. \"vs first\": against the same file's first row. "
+          "Times are wall clock on a shared machine, one run each.", "",
+          "| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
+    for r in rows:
+        first = next(f for f in rows if f["file"] == r["file"])
+        ratios = [r["lmz_bytes"] / first["lmz_bytes"], r["compress_s"] / first["compress_s"],
+                  r["decompress_s"] / first["decompress_s"]]
+        md.append("| " + " | ".join([str(r[c]) for c in rows[0]] + [f"{x:.3f}" for x in ratios]) + " |")
+    md += ["", provenance(), ""]
+    write("context-chunks.md", "\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", nargs="+", choices=["position", "files"], default=["position", "files"])
+    ap.add_argument("--parts", nargs="+", choices=["position", "files", "chunks"],
+                    default=["position", "files", "chunks"])
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
     ap.add_argument("--window", type=int, default=2048)
     ap.add_argument("--per-area", type=int, default=8)
@@ -151,6 +198,8 @@ def main() -> None:
         position_curve(args)
     if "files" in args.parts:
         file_curve(args)
+    if "chunks" in args.parts:
+        chunk_curve(args)
 
 
 if __name__ == "__main__":
