@@ -45,12 +45,13 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # window; speed does: 512 stays the default, and more context is an option (``--context``,
 # ``--chunk-tokens``, ``--best``). Engine int/3 keeps 7/8 of the window where int/2 kept half
 # (predictor.REVISIONS), so the same 512 slots predict every token from 448 to 512 tokens.
-# Longer chunks than filling the 48 rows asks for would buy bits with the decoder's time, which
-# grows as its rows fall: whole alice29 and hott_logic.tex in chunks of 4096 and 8192 tokens
-# instead of 2048 came out 2.0% and 3.1%, and 3.3% and 6.8%, smaller, and took 1.47x and 1.73x,
-# and 1.24x and 1.20x, the time to decode (benchmarks/context-chunks.md, engine int/3, one run
-# each on a shared AMD EPYC). So chunks stay as short as filling the rows allows, at least
-# 2048 tokens; ``--chunk-tokens`` and ``--best`` trade the other way.
+# Longer chunks buy bits with the decoder's time, since each chunk is one of its rows
+# (benchmarks/context-chunks.md, engine int/3, one run each on a shared AMD EPYC). Against
+# 2048-token chunks:
+#   alice29:         4096 tokens 2.0% smaller, decoded in 1.47x the time; 8192: 3.1%, 1.73x
+#   hott_logic.tex:  4096 tokens 3.3% smaller, 1.24x;                      8192: 6.8%, 1.20x
+# So chunks stay as short as filling the rows allows, at least 2048 tokens; ``--chunk-tokens``
+# and ``--best`` trade the other way.
 DEFAULT_CONTEXT = 512
 # ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
 # (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.

@@ -416,8 +416,8 @@ class Cache:
     full, each row keeps slot 0 (its start token, the attention sink) and its newest ``keep``
     tokens (``revision.keep``: half the slots, or seven eighths from int/3 on), moved to slots
     ``1..keep`` and re-rotated there from their unrotated keys, which the cache also keeps. Where
-    the window moves depends on the position alone, so a block and a step see the same cache. A rotated key is always ``rotate`` of the raw
-    key the cache holds, whether it was just fed or moved.
+    the window moves depends on the position alone, so a block and a step see the same cache. A
+    rotated key is always ``rotate`` of the raw key the cache holds, whether it was just fed or moved.
     """
 
     NAMES = ("k", "raw", "v", "ke", "re", "ve")  # in the order kernels.layer takes them, before the cache's kv
