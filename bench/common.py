@@ -100,6 +100,24 @@ def int8_rate(device: torch.device, n: int) -> float:
     return 2 * n**3 / best
 
 
+def gemm_rate(gemm, device: torch.device, n: int) -> float:
+    """Operations a second of one of ``lmzip.exact``'s kernels on an ``n x n x n`` product of
+    14-bit mantissas by int8 weights, two a multiplied weight as for ``int8_rate``, best of 6:
+    the roofline where ``_int_mm`` is not exact (its self-test fails) or not the fastest exact kernel."""
+    w = gemm.weight(torch.randint(-127, 128, (n, n), dtype=torch.int8).numpy(), device)
+    m = torch.randint(-(1 << 14), (1 << 14) + 1, (n, n), device=device)
+    mult = torch.ones(n, dtype=torch.int64, device=device)
+    gemm(m[:1], w, mult)  # compiled code loaded: not part of its speed
+    best = float("inf")
+    for _ in range(6):
+        sync(device)
+        began = time.perf_counter()
+        gemm(m, w, mult)
+        sync(device)
+        best = min(best, time.perf_counter() - began)
+    return 2 * n**3 / best
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (a CPU has none), so that a timing covers it."""
     if device.type == "cuda":
