@@ -194,14 +194,14 @@ def main() -> None:
             if engine.gemm.name == "int8":
                 peak, int8_ops = "`torch._int_mm` rate", int8_rate(torch.device("cpu"), 1024)
             else:  # _int_mm failed its self-test here, or ran slower than an exact kernel
-                peak = f"exact GEMM's rate (the engine's `{engine.gemm.name}` kernel: `_int_mm` is not used here)"
+                peak = f"exact GEMM's rate (the engine's `{engine.gemm.name}` kernel, not `_int_mm`)"
                 int8_ops = gemm_rate(engine.gemm, torch.device("cpu"), 1024)
             lines += ["## Speed", "", "Wall time of `lmzip compress` and `lmzip decompress` as commands, start-up "
                       "(model load from its disk cache, GEMM self-test) included, at the defaults, one after "
                       "another, every round trip compared byte for byte; peak RSS of each command.", "",
                       *_table(spd), "", "The integer engine's speed as a multiple of the float engine's, "
                       "same input, same run, and as a fraction of the int8 roofline: this machine's "
-                      f"{peak} ({int8_ops / 1e9:.0f} GOP/s at 1024^3, measured in this run) over "
+                      f"{peak}, {int8_ops / 1e9:.0f} GOP/s at 1024^3, measured in this run, over "
                       f"2 x {weights} int8 operations a token (one a multiplied weight: the embedding is not "
                       "multiplied, and the two halves of each 14-bit activation, which the engine's GEMMs multiply, "
                       "count once):", "", *_table(speedups(spd, weights, int8_ops)), ""]
