@@ -87,17 +87,23 @@ def write(name: str, text: str, out: Path = OUT) -> Path:
     return path
 
 
-def int8_rate(device: torch.device, n: int) -> float:
-    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 6."""
-    a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+def _ops_rate(product, device: torch.device, n: int) -> float:
+    """Operations a second of ``product()``, an ``n x n x n`` product (two operations a multiply),
+    best of 6, its queued device work waited for."""
     best = float("inf")
     for _ in range(6):
         sync(device)
         began = time.perf_counter()
-        torch._int_mm(a, a)
+        product()
         sync(device)
         best = min(best, time.perf_counter() - began)
     return 2 * n**3 / best
+
+
+def int8_rate(device: torch.device, n: int) -> float:
+    """int8 operations a second of ``torch._int_mm`` on an ``n x n x n`` product, best of 6."""
+    a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+    return _ops_rate(lambda: torch._int_mm(a, a), device, n)
 
 
 def gemm_rate(gemm, device: torch.device, n: int) -> float:
@@ -108,14 +114,7 @@ def gemm_rate(gemm, device: torch.device, n: int) -> float:
     m = torch.randint(-(1 << 14), (1 << 14) + 1, (n, n), device=device)
     mult = torch.ones(n, dtype=torch.int64, device=device)
     gemm(m[:1], w, mult)  # compiled code loaded: not part of its speed
-    best = float("inf")
-    for _ in range(6):
-        sync(device)
-        began = time.perf_counter()
-        gemm(m, w, mult)
-        sync(device)
-        best = min(best, time.perf_counter() - began)
-    return 2 * n**3 / best
+    return _ops_rate(lambda: gemm(m, w, mult), device, n)
 
 
 def sync(device: torch.device) -> None:
