@@ -5,6 +5,7 @@ The integer engine multiplies activation mantissas ``|m| <= 2**14`` by int8 weig
 
 - ``numba`` (the CPU's portable kernel): ``kernels.matmul``, int32 sums of at most 1024
   int16-by-int8 products, added in int64. Exact by construction (``1024 * 2**14 * 127 < 2**31``).
+  Its weights are packed for its tiles (``kernels.pack``).
 - ``float32`` (portable, and CUDA's base): each mantissa split into two int8 halves,
   ``m = 256 * hi + lo`` with ``lo`` in [-128, 127] and ``|hi| <= 64``, both through float32
   matmuls, the reduction split into parts of at most ``KSPLIT`` so that every partial sum is an
@@ -37,6 +38,9 @@ from . import kernels
 
 KSPLIT = 1032  # float32: reduction parts short enough that |partial sums| < 2**24
 HALF = 256
+# Which kernels ``choose``'s kept winners were timed against: a new kernel or a faster one changes
+# it, so that no machine keeps a winner over kernels that are gone (2: numba's tiles).
+KERNELS_REVISION = 2
 
 
 def halves(m: torch.Tensor, rows: int = 0) -> torch.Tensor:
@@ -71,8 +75,8 @@ class Gemm:
     name = "numba"
 
     def weight(self, q: np.ndarray, device: torch.device):
-        """The int8 ``(N, K)`` weight in this kernel's form."""
-        return np.ascontiguousarray(q)
+        """The int8 ``(N, K)`` weight in this kernel's form (``kernels.pack``)."""
+        return kernels.pack(q)
 
     def __call__(self, m: torch.Tensor, w, mult: torch.Tensor) -> torch.Tensor:
         return kernels.matmul(m, w, mult.numpy())
@@ -220,13 +224,14 @@ def _fastest(portable: list[Gemm], shapes: set[tuple[int, int]], device: torch.d
 
 
 def _machine(shapes: set[tuple[int, int]], device: torch.device, rows: int) -> str:
-    """A name for what the kernels' speeds depend on: the processor (its LLVM name and features, or
-    the GPU's name), torch's build, its CPU kernel class and caps, the threads and the shapes."""
+    """A name for what the kernels' speeds depend on: the kernels themselves, the processor (its LLVM
+    name and features, or the GPU's name), torch's build, its CPU kernel class and caps, the threads
+    and the shapes."""
     import llvmlite.binding as llvm
 
     cpu = (llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten())
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     caps = tuple(os.environ.get(v, "") for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))
-    key = repr((cpu, gpu, str(device), torch.__version__, torch.backends.cpu.get_cpu_capability(), caps,
-                torch.get_num_threads(), sorted(shapes), rows))
+    key = repr((KERNELS_REVISION, cpu, gpu, str(device), torch.__version__, torch.backends.cpu.get_cpu_capability(),
+                caps, torch.get_num_threads(), sorted(shapes), rows))
     return hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -462,9 +462,10 @@ class Runner:
     On a CPU a layer runs as ``kernels``' numba stages unless ``fused`` is False. A decoder step
     (fewer than ``GEMM_QUERIES`` tokens a row) of at most ``whole_rows`` rows runs a whole layer
     in one call (``kernels.layer``, with the numba GEMM); anything else runs the same stages around
-    the chosen GEMM (``_cpu_layer``), a prefill block's attention through float64 GEMMs
-    (``_attend_block``). The torch code they stand for (``attention``, ``mlp``) is the reference
-    and the CUDA path: the same integers.
+    the chosen GEMM (``_cpu_layer``), a prefill block's attention through the numba GEMM's tiles
+    (``kernels.attend_tiled``; int/1's int16 cache through float64 GEMMs, ``_attend_block``). The
+    torch code they stand for (``attention``, ``mlp``) is the reference and the CUDA path: the
+    same integers.
 
     ``static`` (the default off a CPU) attends over every slot of the window, the slots a block
     may not see masked, so that a step's shapes never change with its position and no number
@@ -475,7 +476,7 @@ class Runner:
     # Steps at slot 400 on an Ice Lake Xeon, whole layers against stages around int8 GEMMs, alternating:
     # 4 rows 47 against 63 ms, 8 rows 61.5 against 60.7, 10 rows 80 against 75, 16 rows 100 against 86.
     WHOLE_LAYER_ROWS = 8
-    GEMM_QUERIES = 8  # a block of this many tokens a row or more attends through float64 GEMMs
+    GEMM_QUERIES = 8  # a block of this many tokens a row or more attends through GEMMs
     NUMBA_HEAD_ROWS = 4  # logits of at most this many rows come from the numba GEMM
 
     def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None,
@@ -491,19 +492,25 @@ class Runner:
                 t[name] = gemm.weight(v, device) if v.dtype == np.int8 else torch.from_numpy(v).to(device)
         self.t = t
         self.embed_q = torch.from_numpy(model.embed.q).to(device)  # int8 (V, D): rows gathered per token
-        self.layer_args = [self._layer_args(layer) for layer in model.layers] if self.fused else None
+        # The numba GEMM's packed weights, which a decoder step's whole layers and few rows' logits use:
+        # the chosen GEMM's own where it is that one.
+        self.packed = ({name: t[name] if gemm.name == "numba" else kernels.pack(v)
+                        for name, v in model.arrays().items() if name in t and v.dtype == np.int8}
+                       if self.fused else None)
+        self.layer_args = [self._layer_args(i) for i in range(len(model.layers))] if self.fused else None
         # A step of more rows than this runs the numba stages around the chosen GEMM: only int8's
         # beats the numba GEMM at a step's rows.
         self.whole_rows = self.WHOLE_LAYER_ROWS if gemm.name == "int8" else math.inf
         self._scores = torch.empty(0, dtype=torch.float64, device=device)  # see _scores_buffer
 
-    def _layer_args(self, layer: Layer) -> tuple:
-        """A layer's integers as ``kernels.layer`` takes them (after the block and its cache)."""
-        c, none = self.model.config, np.zeros(0, np.int64)
-        linears = [getattr(layer, n) for n in ("q", "k", "v", "o", "gate", "up", "down")]
+    def _layer_args(self, i: int) -> tuple:
+        """Layer ``i``'s integers as ``kernels.layer`` takes them (after the block and its cache)."""
+        c, none, layer = self.model.config, np.zeros(0, np.int64), self.model.layers[i]
+        names = ("q", "k", "v", "o", "gate", "up", "down")
+        linears = [getattr(layer, n) for n in names]
         norms = [layer.attn_norm, layer.mlp_norm, layer.q_norm, layer.k_norm, layer.post_attn_norm, layer.post_mlp_norm]
         mult, z = self.model.score
-        return (tuple(np.ascontiguousarray(lin.q) for lin in linears), tuple(lin.mult for lin in linears),
+        return (tuple(self.packed[f"layers.{i}.{n}.q"] for n in names), tuple(lin.mult for lin in linears),
                 np.array([lin.z for lin in linears], np.int64),
                 tuple(none if n is None else n.gain for n in norms),
                 np.array([(0, 0, 0) if n is None else (n.z, n.eps_m, n.eps_z) for n in norms], np.int64),
@@ -690,7 +697,8 @@ class Runner:
         """One layer on ``x (R*T, D)``, in place, by ``kernels.layer``'s numba stages around the chosen
         GEMM: a step of many rows costs 12 calls a layer, not torch's 60 (19 rows at slot 400:
         101-134 ms against 113-163 ms, alternating step by step, on an Ice Lake Xeon); a prefill
-        block attends through float64 GEMMs (``_attend_block``) between ``_qkv`` and ``_merge_heads``."""
+        block attends through GEMMs (``kernels.attend_tiled``, or ``_attend_block`` over int/1's int16
+        cache) between ``_qkv`` and ``_merge_heads``."""
         zs, gains, params, heads, rope, window, score_mult, score_z, att_exp, gate_table, consts = self.layer_args[i][2:]
         fh, gate_x, gate_range, gate_one, rope_one = consts
         T, start = x.shape[0] // rows, cache.used
@@ -706,9 +714,16 @@ class Runner:
                                        score_mult, score_z, att_exp, rope_one)
         else:
             qr, eq = kernels._qkv(*y, e, zs, rows, start, *cache.arrays(i), gains, params, heads, rope, rope_one)
-            o, ref = self._attend_block(i, layer, torch.from_numpy(qr), torch.from_numpy(eq), cache,
-                                        torch.arange(start, start + T))
-            om, eo = kernels._merge_heads(o.view(qr.shape).numpy(), ref.view(eq.shape).numpy())
+            if cache.kv.dtype == torch.int8:
+                o, ref = np.empty(qr.shape, np.int64), np.empty(eq.shape, np.int64)
+                k, _, v, ke, _, ve, _ = cache.arrays(i)
+                kernels.attend_tiled(qr, eq, k, ke, v, ve, np.arange(start, start + T), window, score_mult, score_z,
+                                     att_exp, o, ref)
+            else:  # int/1's int16 cache
+                o, ref = self._attend_block(i, layer, torch.from_numpy(qr), torch.from_numpy(eq), cache,
+                                            torch.arange(start, start + T))
+                o, ref = o.view(qr.shape).numpy(), ref.view(eq.shape).numpy()
+            om, eo = kernels._merge_heads(o, ref)
         m, e = kernels._mlp_in(x, mm(om, "o"), eo - zs[3], gains, params, fh)
         pm, sp, su = kernels._swiglu(mm(m, "gate"), e - zs[4], mm(m, "up"), gate_table, gate_x, gate_range, gate_one)
         kernels._residual(x, mm(pm, "down"), sp + su + e - zs[5] - 16 - zs[6], gains[5], params[5], fh)
@@ -747,7 +762,7 @@ class Runner:
         6.6 ms, padded to 17 rows; 8 rows: 11.6 ms against 6.4 ms, on an Ice Lake Xeon)."""
         head = self.model.head
         if self.fused and m.shape[0] <= self.NUMBA_HEAD_ROWS:
-            y, ey = kernels.matmul(m, head.q, head.mult), e - head.z
+            y, ey = kernels.matmul(m, self.packed["head.q"], head.mult), e - head.z
         else:
             y, ey = self.linear(m, e, "head", head.z)
         return self.shift_rows(y, -(ey + FS))

@@ -80,20 +80,22 @@ def test_integer_helpers_match_python_integers():
     assert intmodel.bit_length(torch.from_numpy(np.abs(x))).tolist() == [int(abs(a)).bit_length() for a in x]
 
 
-def test_every_gemm_kernel_is_exact():
+@pytest.mark.parametrize("k", [1536, 77])
+def test_every_gemm_kernel_is_exact(k):
     """numba and float32 always; int8 wherever its self-test passes (it must fail nowhere
     silently). K = 1536 spans two of numba's int32 blocks, and the extreme rows overflow one;
-    the multipliers reach their bound."""
+    K = 77 leaves half a pair, and N = 300 part of a column tile; the rows fill numba's row
+    tiles, or leave some over, or fill none; the multipliers reach their bound."""
     rng = np.random.default_rng(2)
-    q = rng.integers(-127, 128, (300, 1536)).astype(np.int8)
+    q = rng.integers(-127, 128, (300, k)).astype(np.int8)
     q[0], q[1] = 127, -127
     mult = rng.integers(1, 1 << 15, 300)
     mult[:3] = (1 << 15) - 1
     kernels = [exact.Gemm(), exact.Float32Gemm()]
     if exact.self_test(exact.Int8Gemm(), {q.shape}, torch.device("cpu")):
         kernels.append(exact.Int8Gemm())
-    for rows in (1, 16, 37):
-        m = rng.integers(-(1 << 14), (1 << 14) + 1, (rows, 1536))
+    for rows in (1, 3, 16, 37):
+        m = rng.integers(-(1 << 14), (1 << 14) + 1, (rows, k))
         m[0], m[-1] = 1 << 14, -(1 << 14)
         want = ((m.astype(object) @ q.T.astype(object)) * mult.astype(object)).tolist()
         for kernel in kernels:

@@ -184,6 +184,37 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
     assert T >= fused.GEMM_QUERIES  # the engine takes this path for such a block
 
 
+@pytest.mark.parametrize("window", [0, 700])
+def test_tiled_attention_is_exact_at_the_bounds(runners, window):
+    """A prefill block's attention over an int8 cache through the GEMM's tiles against the integer
+    loop kernel of a decoder step, over a full 4096-slot window: 2000 keys at +127 that the first
+    head's queries (+2**14) score alike and highest, so that thousands of numerators of 2**20 (both
+    halves at their largest) meet values of +-127, and random keys and values beyond them; with a
+    sliding window too."""
+    fused, _ = runners
+    model, rng = fused.model, np.random.default_rng(8)
+    c = model.config
+    cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"), predictor.REVISIONS["int/3"])
+    k = rng.integers(-127, 128, cache.k[0].shape)
+    k[:, :, :2000] = 127
+    v = rng.integers(-127, 128, cache.v[0].shape)
+    v[0] = 127
+    v[1, :, :2000] = -127
+    top, T = 1 << 14, 12
+    q = rng.integers(-top, top + 1, (2, c.heads, T, c.head_dim))
+    q[:, 0] = top
+    eq = rng.integers(-30, -20, (2, c.heads, T))
+    ke, ve = rng.integers(-30, -20, cache.ke[0].shape).astype(np.int32), np.full(cache.ve[0].shape, -25, np.int32)
+    ve[:, :, 3000:] = -26  # values at two exponents: numerators shifted to the query's
+    slots = np.arange(intmodel.MAX_SLOTS - T, intmodel.MAX_SLOTS)
+    mult, z = model.score
+    args = (q, eq, k.astype(np.int8), ke, v.astype(np.int8), ve, slots, window, mult, z - intmodel.FS, model.att_exp)
+    (o, ref), (want_o, want_ref) = ((np.empty(q.shape, np.int64), np.empty(q.shape[:3], np.int64)) for _ in range(2))
+    kernels.attend_tiled(*args, o, ref)
+    kernels.attend(*args, want_o, want_ref)
+    assert np.array_equal(o, want_o) and np.array_equal(ref, want_ref)
+
+
 def test_float64_gemms_of_attention_are_exact_at_their_bounds():
     """The products ``_attend_block`` hands to torch's float64 GEMM, at SmolLM2's head size and the
     longest window, with every operand at its extreme or random in full range: scores of 64
