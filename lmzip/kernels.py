@@ -208,11 +208,13 @@ def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int,
 # ``TILE_COLS`` columns. The weights are packed once (``pack``) so that a tile's step reads, for
 # one pair of reduction indices, the 16 columns' weight pairs as one 32-byte vector; each row's
 # pair of mantissas is broadcast against it. Every step is then pairs of products added in int32,
-# which LLVM emits as ``pmaddwd`` on x86 (16 products an instruction in a 256-bit register) and
-# as the equivalent multiply-adds elsewhere. The pair sums and their int32 totals are exact: at
-# most ``2 * KPAIRS`` products of ``|m| <= 2**14`` and ``|w| <= 127`` (below 2**31), then int64.
-# On an AVX2 Zen 3 with 2 threads this ran 106 to 123 GMAC/s at 256 rows of the model's shapes,
-# where the former row-by-column dot products ran 38 to 40 (and a float32 GEMM 78 to 87).
+# which LLVM emits as ``pmaddwd`` on x86 (16 products an instruction in a 256-bit register; for
+# an Ice Lake target, VNNI's ``vpdpwssd``, seen in the assembly) and as the equivalent
+# multiply-adds elsewhere. The pair sums and their int32 totals are exact: at most
+# ``2 * KPAIRS`` products of ``|m| <= 2**14`` and ``|w| <= 127`` (below 2**31), then int64. On an
+# AVX2 Zen 3 with 2 threads, ``bench/int_engine.py``'s roofline measured it at 167 GOP/s at
+# 1024^3 (benchmarks/int-engine-avx2-portability-speed.md), where the former row-by-column dot
+# products had run 57 (that file at commit a9e1619).
 
 KPAIRS = 512  # pairs summed in int32 before int64: 1024 * 2**14 * 127 < 2**31
 TILE_ROWS = 4
