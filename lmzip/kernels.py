@@ -360,9 +360,7 @@ def matmul(m: torch.Tensor, p: np.ndarray, mult: np.ndarray) -> torch.Tensor:
     """``(m @ w.T) * mult`` in int64 for CPU int64 mantissas ``m (M, K)``, ``|m| <= 2**14``, int8
     weights packed as ``p = pack(w)`` and ``mult (N,)``: exact by construction (int32 sums of at
     most ``2 * KPAIRS`` products, then int64)."""
-    out = np.empty((m.shape[0], mult.shape[0]), np.int64)
-    _matmul(_mantissas(m.numpy(), p.shape[1]), p, mult, out)
-    return torch.from_numpy(out)
+    return torch.from_numpy(_mm(m.numpy(), p, mult))
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -188,8 +188,8 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
 def test_tiled_attention_is_exact_at_the_bounds(runners, window):
     """A prefill block's attention over an int8 cache through the GEMM's tiles against the integer
     loop kernel of a decoder step, over a full 4096-slot window: 2000 keys at +127 that the first
-    head's queries (+2**14) score alike and highest, so that thousands of numerators of 2**20 (both
-    halves at their largest) meet values of +-127, and random keys and values beyond them; with a
+    head's queries (+2**14) score alike and highest, so that thousands of numerators of 2**20 (the
+    high half at its largest) meet values of +-127, and random keys and values beyond them; with a
     sliding window too."""
     fused, _ = runners
     model, rng = fused.model, np.random.default_rng(8)
