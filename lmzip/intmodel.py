@@ -418,6 +418,11 @@ class Cache:
     ``1..keep`` and re-rotated there from their unrotated keys, which the cache also keeps. Where
     the window moves depends on the position alone, so a block and a step see the same cache. A
     rotated key is always ``rotate`` of the raw key the cache holds, whether it was just fed or moved.
+
+    The rotated keys are stored transposed, ``(d, slots)`` a row and KV head, and the values
+    ``(slots, d)``, both over ``slots`` rounded up to whole 16-slot blocks (zeros after): so the
+    attention's two products read them as they lie, as the tiles' plain ``(K, N)`` weights
+    (``kernels.attend_tiled``).
     """
 
     NAMES = ("k", "raw", "v", "ke", "re", "ve")  # in the order kernels.layer takes them, before the cache's kv
@@ -430,9 +435,10 @@ class Cache:
         kv = revision.kv
         self.slots, self.keep, self.used, self.kv = slots, revision.keep(slots), 0, kv
         shape = (n, rows, c.kv_heads, slots, c.head_dim)
-        self.k = torch.zeros(shape, dtype=kv.dtype, device=device)  # rotated key mantissas
+        width = -(-slots // kernels.TILE_COLS) * kernels.TILE_COLS
+        self.k = torch.zeros((n, rows, c.kv_heads, c.head_dim, width), dtype=kv.dtype, device=device)  # rotated
         self.raw = torch.zeros(shape, dtype=kv.dtype, device=device)  # the same keys before RoPE
-        self.v = torch.zeros(shape, dtype=kv.dtype, device=device)
+        self.v = torch.zeros((n, rows, c.kv_heads, width, c.head_dim), dtype=kv.dtype, device=device)
         self.ke = torch.zeros(shape[:4], dtype=torch.int32, device=device)  # exponents (layers, rows, kv, slots)
         self.re = torch.zeros(shape[:4], dtype=torch.int32, device=device)
         self.ve = torch.zeros(shape[:4], dtype=torch.int32, device=device)
@@ -592,9 +598,10 @@ class Runner:
         slots = torch.arange(start, start + T, device=x.device)
         qr, sq = self.rotate(q, layer.kind, slots, QUERY)
         kr, sk = self.rotate(k, layer.kind, slots, kv)
-        for a, new in ((cache.raw, k.to(kv.dtype)), (cache.re, ek.int()), (cache.k, kr.to(kv.dtype)),
-                       (cache.ke, (ek + sk).int()), (cache.v, v.to(kv.dtype)), (cache.ve, ev.int())):
+        for a, new in ((cache.raw, k.to(kv.dtype)), (cache.re, ek.int()), (cache.ke, (ek + sk).int()),
+                       (cache.v, v.to(kv.dtype)), (cache.ve, ev.int())):
             a[i].index_copy_(2, slots, new)  # at the slots tensor: no host number in the step's shapes
+        cache.k[i].index_copy_(3, slots, kr.transpose(-1, -2).to(kv.dtype))
         eq = eq + sq
 
         o, ref = self._attend_block(i, layer, qr, eq, cache, slots)
@@ -618,9 +625,9 @@ class Runner:
         R, H, T, d = qr.shape
         G, end = c.kv_heads, cache.slots if self.static else int(slots[-1]) + 1  # static: every slot, masked
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
-        keys = cache.k[i, :, :, :end].double()  # (R, G, L, d)
+        keys = cache.k[i, ..., :end].double()  # (R, G, d, L)
         qg = qr.reshape(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
-        acc = torch.matmul(qg, keys.transpose(-1, -2), out=self._scores_buffer((R, G, qg.shape[2], keys.shape[2])))
+        acc = torch.matmul(qg, keys, out=self._scores_buffer((R, G, qg.shape[2], keys.shape[3])))
         eqg = eq.reshape(R, G, (H // G) * T).contiguous()
         qslot = slots.repeat(H // G)  # (gT,)
         window = c.sliding_window if layer.kind == "sliding_attention" else 0
@@ -690,7 +697,8 @@ class Runner:
             kr, sk = self.rotate(raw, layer.kind, torch.arange(1, keep + 1, device=raw.device), cache.kv)
             for a in (cache.raw, cache.re, cache.v, cache.ve):
                 a[i, :, :, 1 : keep + 1] = a[i, :, :, moved].clone()
-            cache.k[i, :, :, 1 : keep + 1], cache.ke[i, :, :, 1 : keep + 1] = kr.to(cache.kv.dtype), (re + sk).int()
+            cache.k[i, ..., 1 : keep + 1] = kr.transpose(-1, -2).to(cache.kv.dtype)
+            cache.ke[i, :, :, 1 : keep + 1] = (re + sk).int()
         cache.used = keep + 1
 
     def _cpu_layer(self, i: int, layer: Layer, x: np.ndarray, rows: int, cache: Cache) -> None:

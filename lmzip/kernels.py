@@ -6,9 +6,9 @@ Each elementwise kernel computes exactly the integers of the torch code it stand
 ``_weights`` and ``_attend_block``; ``softmax`` stands for ``_weights`` alone), tested against it
 (``tests/test_kernels.py``); ``matmul`` computes the exact product in int16-by-int8 tiles written
 as LLVM vector IR, and ``halves`` and ``join`` are ``exact``'s CPU steps around ``torch._int_mm``,
-all tested against Python integers (``tests/test_intengine.py``); ``attend_tiled`` is a prefill
-block's attention through ``matmul``'s tiles, tested against the decoder step's ``attend`` at the
-bounds; ``layer`` chains them into one layer's forward pass, tested
+all tested against Python integers (``tests/test_intengine.py``); ``attend_tiled`` is the
+attention over an int8 cache through ``matmul``'s tiles, for prefill blocks and steps, tested
+against ``attend``'s int64 loops at the bounds; ``layer`` chains them into one layer's forward pass, tested
 against the torch forward pass. They exist for speed: a decoder step feeds
 one token a row, and there the torch helpers cost a few hundred small-op dispatches a layer,
 several times the step's matmuls; a prefill block's rows are spread over the threads. The torch
@@ -25,7 +25,7 @@ import torch
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, codegen
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 MANT = 14  # as intmodel.MANT (intmodel imports this module)
 
@@ -222,14 +222,19 @@ TILE_COLS = 16  # two 8-lane int32 vectors
 
 
 def _tile_intrinsic(rows: int):
-    """An intrinsic ``tile(m, p, r, k0, k1, acc)``: for ``rows`` rows of int16 ``m (M, 2P)`` from
-    ``r`` and a packed block ``p (P, 32)`` of int8, ``acc[i, j] = sum over k0 <= k < k1 of
-    m[r+i, 2k] * w[j, 2k] + m[r+i, 2k+1] * w[j, 2k+1]`` in int32, written to ``acc``'s first
-    ``rows * 16`` int32. Written as LLVM vector IR: numba's loops do not vectorise to it."""
+    """An intrinsic ``tile(m, w, r, c0, k0, k1, acc)``: for ``rows`` rows of int16 ``m (M, 2P)`` from
+    ``r`` and the 16 weight columns from ``c0``, ``acc[i, j] = sum over k0 <= k < k1 of
+    m[r+i, 2k] * w[c0+j, 2k] + m[r+i, 2k+1] * w[c0+j, 2k+1]`` in int32, written to ``acc``'s first
+    ``rows * 16`` int32. The int8 weights come either packed (``pack``: a 32-byte load a step) or
+    as a plain C-contiguous ``(K, N)`` matrix, whose rows ``2k`` and ``2k + 1`` are interleaved in
+    registers (the KV cache, as ``intmodel.Cache`` lays it out). Written as LLVM vector IR:
+    numba's loops do not vectorise to it."""
     i8, i16, i32, i64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
     pair, w16, wide, half = ir.VectorType(i16, 2), ir.VectorType(i8, 16), ir.VectorType(i32, 16), ir.VectorType(i32, 8)
     even, odd = ir.Constant(half, list(range(0, 16, 2))), ir.Constant(half, list(range(1, 16, 2)))
     spread = ir.Constant(wide, [j % 2 for j in range(16)])
+    # columns 8h .. 8h + 7 of rows 2k and 2k + 1 in turn, as pack lays them out
+    zips = [ir.Constant(wide, [8 * h + j // 2 + 16 * (j % 2) for j in range(16)]) for h in range(2)]
 
     def dot_pairs(builder, a, b):  # (16,) x (16,) int32 -> (8,) sums of adjacent products
         prod = builder.mul(a, b)
@@ -237,12 +242,19 @@ def _tile_intrinsic(rows: int):
         return builder.add(builder.shuffle_vector(prod, undef, even), builder.shuffle_vector(prod, undef, odd))
 
     @intrinsic
-    def tile(typingctx, m, p, r, k0, k1, acc):
+    def tile(typingctx, m, w, r, c0, k0, k1, acc):
+        if not (m.dtype == types.int16 and m.ndim == 2 and w.dtype == types.int8 and w.ndim in (2, 3)
+                and m.layout == w.layout == "C"):  # the IR reads rows as they lie
+            raise numba.core.errors.TypingError("tile: C-contiguous int16 rows and int8 weights, packed or plain")
+        packed = w.ndim == 3
+
         def codegen(context, builder, signature, args):
-            mm, pp, out = (cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i])
-                           for i in (0, 1, 5))
-            r, first, last = args[2], args[3], args[4]
-            width = builder.extract_value(mm.shape, 1)
+            mm, ww, out = (cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i])
+                           for i in (0, 1, 6))
+            r, c0, first, last = args[2], args[3], args[4], args[5]
+            width, stride = builder.extract_value(mm.shape, 1), builder.extract_value(ww.strides, 0)
+            base = builder.gep(ww.data, [builder.mul(builder.sdiv(c0, ir.Constant(i64, TILE_COLS)), stride)
+                                         if packed else c0])
             entry = builder.block
             loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
             builder.cbranch(builder.icmp_signed("<", first, last), loop, done)
@@ -252,9 +264,17 @@ def _tile_intrinsic(rows: int):
             sums = [builder.phi(half) for _ in range(2 * rows)]
             for s in sums:
                 s.add_incoming(ir.Constant(half, None), entry)
-            at = builder.gep(pp.data, [builder.mul(k, ir.Constant(i64, 32))])
-            w = [builder.sext(builder.load(builder.bitcast(builder.gep(at, [ir.Constant(i64, 16 * h)]), w16.as_pointer()),
-                                           align=1), wide) for h in range(2)]
+
+            def load16(at):
+                return builder.load(builder.bitcast(at, w16.as_pointer()), align=1)
+
+            if packed:
+                at = builder.gep(base, [builder.mul(k, ir.Constant(i64, 32))])
+                w = [builder.sext(load16(builder.gep(at, [ir.Constant(i64, 16 * h)])), wide) for h in range(2)]
+            else:
+                at = builder.gep(base, [builder.mul(builder.add(k, k), stride)])
+                a, b = load16(at), load16(builder.gep(at, [stride]))
+                w = [builder.sext(builder.shuffle_vector(a, b, zips[h]), wide) for h in range(2)]
             new = []
             for i in range(rows):
                 row = builder.add(builder.mul(builder.add(r, ir.Constant(i64, i)), width), builder.add(k, k))
@@ -277,7 +297,7 @@ def _tile_intrinsic(rows: int):
                 builder.store(f, builder.bitcast(builder.gep(out.data, [ir.Constant(i64, 8 * j)]), half.as_pointer()), align=4)
             return context.get_dummy_value()
 
-        return types.void(m, p, r, k0, k1, acc), codegen
+        return types.void(m, w, r, c0, k0, k1, acc), codegen
 
     return tile
 
@@ -289,7 +309,7 @@ _tile1, _tile2, _tile3, _tile4 = (_tile_intrinsic(rows) for rows in range(1, TIL
 def pack(w):
     """Int8 weights ``w (N, K)`` in ``matmul``'s form ``(ceil(N / 16), ceil(K / 2), 32)``: block
     ``b``, pair ``k`` holds the weights ``2k, 2k + 1`` of columns ``16b .. 16b + 15`` in turn;
-    zeros pad. ``w`` may be a strided view (``attend_tiled`` packs the values transposed)."""
+    zeros pad."""
     n, k = w.shape
     p = np.zeros((-(-n // TILE_COLS), -(-k // 2), 2 * TILE_COLS), np.int8)
     for c in range(n):
@@ -300,51 +320,58 @@ def pack(w):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block(m, p, b, mult, out):
-    """Column block ``b`` of ``_matmul``: every row, in tiles of up to ``TILE_ROWS``."""
+def _tile_at(m, w, r, b, mult, out, acc, total):
+    """Rows ``r .. r + TILE_ROWS - 1`` (or to the last) and column block ``b`` of
+    ``out = (m @ w.T) * mult`` for int16 ``m (M, 2P)``, through the scratch ``acc`` (int32) and
+    ``total`` (int64), both ``(TILE_ROWS, TILE_COLS)``; ``w`` as the tiles take it (``pack``'s
+    form, or a plain ``(K, N)`` matrix)."""
     rows, n = out.shape
-    pairs = p.shape[1]
-    acc = np.empty((TILE_ROWS, TILE_COLS), np.int32)
-    total = np.empty((TILE_ROWS, TILE_COLS), np.int64)
+    pairs = m.shape[1] // 2
     cols = min(TILE_COLS, n - b * TILE_COLS)
-    for r in range(0, rows, TILE_ROWS):
-        t = min(TILE_ROWS, rows - r)
-        total[:] = 0
-        for k0 in range(0, pairs, KPAIRS):
-            k1 = min(k0 + KPAIRS, pairs)
-            if t == 4:  # the last rows in one tile too: each tile reads the weights once
-                _tile4(m, p[b], r, k0, k1, acc)
-            elif t == 3:
-                _tile3(m, p[b], r, k0, k1, acc)
-            elif t == 2:
-                _tile2(m, p[b], r, k0, k1, acc)
-            else:
-                _tile1(m, p[b], r, k0, k1, acc)
-            for i in range(t):
-                for j in range(TILE_COLS):
-                    total[i, j] += acc[i, j]
+    t = min(TILE_ROWS, rows - r)
+    total[:] = 0
+    for k0 in range(0, pairs, KPAIRS):
+        k1 = min(k0 + KPAIRS, pairs)
+        if t == 4:  # the last rows in one tile too: each tile reads the weights once
+            _tile4(m, w, r, b * TILE_COLS, k0, k1, acc)
+        elif t == 3:
+            _tile3(m, w, r, b * TILE_COLS, k0, k1, acc)
+        elif t == 2:
+            _tile2(m, w, r, b * TILE_COLS, k0, k1, acc)
+        else:
+            _tile1(m, w, r, b * TILE_COLS, k0, k1, acc)
         for i in range(t):
-            for j in range(cols):
-                out[r + i, b * TILE_COLS + j] = total[i, j] * mult[b * TILE_COLS + j]
+            for j in range(TILE_COLS):
+                total[i, j] += acc[i, j]
+    for i in range(t):
+        for j in range(cols):
+            out[r + i, b * TILE_COLS + j] = total[i, j] * mult[b * TILE_COLS + j]
 
 
 @numba.njit(numba.void(numba.int16[:, ::1], numba.int8[:, :, ::1], numba.int64[::1], numba.int64[:, ::1]),
             cache=True, nogil=True, parallel=True)
 def _matmul(m, p, mult, out):
     """``out = (m @ w.T) * mult`` for mantissas ``m (M, 2P)`` and ``p = pack(w)``, ``out (M, N)``:
-    the column blocks spread over the threads."""
+    the column blocks spread over the threads, each reading its weights once for all the rows."""
     for b in numba.prange(p.shape[0]):
-        _block(m, p, b, mult, out)
+        acc, total = np.empty((TILE_ROWS, TILE_COLS), np.int32), np.empty((TILE_ROWS, TILE_COLS), np.int64)
+        for r in range(0, m.shape[0], TILE_ROWS):
+            _tile_at(m, p, r, b, mult, out, acc, total)
 
 
 @_jit
-def _gemm(m, p, mult):
-    """``_matmul`` on one thread, for kernels whose own loop is spread over the threads: int64
-    mantissas ``m (M, K)``, ``(M, N)`` out."""
-    out = np.empty((m.shape[0], mult.shape[0]), np.int64)
-    m16 = _mantissas(m, p.shape[1])
-    for b in range(p.shape[0]):
-        _block(m16, p, b, mult, out)
+def _gemm(m, w, n):
+    """``m @ w`` on one thread, for ``attend_tiled``, whose own loop is spread over the threads:
+    int16 ``m (M, 2P)`` by the first ``2P`` rows and ``n`` columns of a plain int8 ``w``, ``(M, n)``
+    int64 out. ``w``'s rows must hold whole 16-column blocks, and ``m`` zeros where ``w``'s rows
+    are not to count. Row tiles outside, column blocks inside: here ``m`` (a block's queries or
+    numerators) is the large operand and ``w`` (one head's keys or values) the small one."""
+    out = np.empty((m.shape[0], n), np.int64)
+    ones = np.ones(n, np.int64)
+    acc, total = np.empty((TILE_ROWS, TILE_COLS), np.int32), np.empty((TILE_ROWS, TILE_COLS), np.int64)
+    for r in range(0, m.shape[0], TILE_ROWS):
+        for b in range(-(-n // TILE_COLS)):
+            _tile_at(m, w, r, b, ones, out, acc, total)
     return out
 
 
@@ -444,7 +471,8 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
     """``Runner._attend_block`` straight from the cache (int16 or int8), for a block of queries or one (the
     decoder's step): the same integers, without reading the cache as float64 or scoring keys a
     query cannot see. Queries ``q (R, H, T, d)`` at exponents ``eq (R, H, T)`` and slots
-    ``qslot (T,)``; one layer's cache ``(R, G, L, d)``; a query sees the keys up to its slot, and
+    ``qslot (T,)``; one layer's cache, keys ``(R, G, d, L)`` and values ``(R, G, L, d)`` (``Cache``);
+    a query sees the keys up to its slot, and
     within ``window`` of it (0: all); scores are ``q . k * mult * 2**-z`` with the exponents.
     Out: ``o (R, H, T, d)`` at 2**(ref - 2) and ``ref (R, H, T)``."""
     rows, heads, T, d = q.shape
@@ -454,12 +482,11 @@ def attend(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
         g = h // group
         last = qslot[t]
         first = max(0, last - window + 1) if window > 0 else 0
-        acc = np.empty(last + 1, np.int64)
-        for j in range(first, last + 1):
-            dot = 0
-            for c in range(d):  # |q|, |k| <= 2**14: each product fits in int32 x int32 -> int64
-                dot += np.int64(np.int32(q[r, h, t, c])) * np.int64(k[r, g, j, c])
-            acc[j] = dot
+        acc = np.zeros(last + 1, np.int64)
+        for c in range(d):  # |q|, |k| <= 2**14: each product fits in int32 x int32 -> int64
+            qc, kc = np.int64(np.int32(q[r, h, t, c])), k[r, g, c]
+            for j in range(first, last + 1):
+                acc[j] += qc * np.int64(kc[j])
         total, e_ref = _softmax_row(acc, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z, table,
                                     np.empty(last + 1 - first, np.int64), acc)
         num = np.zeros(d, np.int64)
@@ -494,34 +521,38 @@ ATT_SPLIT = 10  # attend_tiled's numerators (<= 2**20) as two halves below 2**10
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def attend_tiled(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
-    """``attend`` for a block of queries (slots ``qslot`` ascending) over an int8 cache, its two
-    products through ``matmul``'s tiles, one KV head of a row a thread: the scores ``q . k``
-    (int16 mantissas by int8 keys), then the numerators ``p <= 2**20`` by the values, as
-    ``p = 2**ATT_SPLIT * hi + lo`` with both halves below 2**10 (int32 sums of at most 1024
-    products below 2**17, exact), added in int64. The same integers as ``attend``."""
+    """``attend`` over an int8 cache (slots ``qslot`` ascending), its two products through
+    ``matmul``'s tiles straight from the cache, one KV head of a row a thread: the scores
+    ``q . k`` (int16 mantissas by the keys, stored ``(d, L)``), then the numerators ``p <= 2**20``
+    by the values ``(L, d)``, as ``p = 2**ATT_SPLIT * hi + lo`` with both halves below 2**10
+    (int32 sums of at most 1024 products below 2**17, exact), added in int64; the halves go
+    through one GEMM, as rows ``0..n-1`` and ``n..2n-1``. The same integers as ``attend``."""
     rows, heads, T, d = q.shape
     G = k.shape[1]
     group, end = heads // G, qslot[T - 1] + 1
+    n, pairs = group * T, -(-end // 2)
     for rg in numba.prange(rows * G):
         r, g = rg // G, rg % G
-        qs = np.ascontiguousarray(q[r, g * group : (g + 1) * group]).reshape(group * T, d)
-        scores = _gemm(qs, pack(k[r, g, :end]), np.ones(end, np.int64))  # (group * T, end)
-        totals = np.empty(group * T, np.int64)
+        qs = np.empty((n, d), np.int16)
+        for i in range(n):
+            for c in range(d):
+                qs[i, c] = q[r, g * group + i // T, i % T, c]
+        scores = _gemm(qs, k[r, g], end)  # (n, end)
+        totals = np.empty(n, np.int64)
         scratch = np.empty(end, np.int64)
-        for i in range(group * T):
+        halves = np.zeros((2 * n, 2 * pairs), np.int16)  # zeros past each query's keys
+        for i in range(n):
             h, t = g * group + i // T, i % T
             last = qslot[t]
             first = max(0, last - window + 1) if window > 0 else 0
             row = scores[i]
             totals[i], ref[r, h, t] = _softmax_row(row, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z,
                                                    table, scratch, row)
-            row[:first] = 0
-            row[last + 1 :] = 0
-        values = pack(v[r, g, :end].T)
-        ones = np.ones(d, np.int64)
-        num = (_gemm(scores >> ATT_SPLIT, values, ones) << ATT_SPLIT) + _gemm(scores & ((1 << ATT_SPLIT) - 1), values, ones)
-        for i in range(group * T):
-            _quarters_row(num[i], totals[i], o[r, g * group + i // T, i % T])
+            for j in range(first, last + 1):
+                halves[i, j], halves[n + i, j] = row[j] >> ATT_SPLIT, row[j] & ((1 << ATT_SPLIT) - 1)
+        num = _gemm(halves, v[r, g], d)
+        for i in range(n):
+            _quarters_row((num[i] << ATT_SPLIT) + num[n + i], totals[i], o[r, g * group + i // T, i % T])
 
 
 @_rows_jit
@@ -580,10 +611,10 @@ def _heads(y, ey, rows, T, heads, d):
 @_jit
 def _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, rope_one):
     """``Runner.attention`` from the q, k, v products ``(R*T, ·)`` of rows at exponents ``e - zs[i]``
-    to the attention proper: the block at slots ``start..`` joins the layer's cache ``(R, G, L, d)``
-    of ``kv = (bits, top)`` mantissas (``layer``'s arguments), and the queries leave rotated,
+    to the attention proper: the block at slots ``start..`` joins the layer's cache (``Cache``'s
+    layout) of ``kv = (bits, top)`` mantissas (``layer``'s arguments), and the queries leave rotated,
     ``(R, H, T, d)`` at exponents ``(R, H, T)``."""
-    n, groups, d = yq.shape[0], k.shape[1], k.shape[3]
+    n, groups, d = yq.shape[0], k.shape[1], k.shape[2]
     T = n // rows
     slots = np.arange(start, start + T)
     q, eq = _heads(yq, e - zs[0], rows, T, heads, d)
@@ -604,7 +635,7 @@ def _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, param
             for t in range(T):
                 j = start + t
                 raw[r, g, j], re[r, g, j] = kk[r, g, t], ek[r, g, t]
-                k[r, g, j], ke[r, g, j] = kr[r, g, t], ek[r, g, t] + sk[r, g, t]
+                k[r, g, :, j], ke[r, g, j] = kr[r, g, t], ek[r, g, t] + sk[r, g, t]
                 v[r, g, j], ve[r, g, j] = vv[r, g, t], ev[r, g, t]
     return qr, eq + sq
 
@@ -634,14 +665,29 @@ def _merge_heads(o, ref):
     return om, eo
 
 
+def _attend_step(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
+    """``attend_tiled`` over an int8 cache, ``attend`` over int/1's int16 one (too wide for the
+    tiles' int32 sums): chosen by the cache's type, as numba compiles the caller."""
+
+
+@overload(_attend_step)
+def _attend_step_typed(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
+    kernel = attend_tiled if k.dtype == types.int8 else attend
+
+    def impl(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
+        kernel(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref)
+
+    return impl
+
+
 @_jit
 def _attn_mid(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, window,
               score_mult, score_z, att_exp, rope_one):
     """``Runner.attention`` between the q, k, v products and the o projection, for a step: ``_qkv``,
-    ``attend`` straight from the cache, ``_merge_heads``."""
+    the attention straight from the cache (``_attend_step``), ``_merge_heads``."""
     qr, eq = _qkv(yq, yk, yv, e, zs, rows, start, k, raw, v, ke, re, ve, kv, gains, params, heads, rope, rope_one)
     o, ref = np.empty(qr.shape, np.int64), np.empty(qr.shape[:3], np.int64)
-    attend(qr, eq, k, ke, v, ve, np.arange(start, start + qr.shape[2]), window, score_mult, score_z, att_exp, o, ref)
+    _attend_step(qr, eq, k, ke, v, ve, np.arange(start, start + qr.shape[2]), window, score_mult, score_z, att_exp, o, ref)
     return _merge_heads(o, ref)
 
 
@@ -657,7 +703,7 @@ def _mlp_in(x, y, ey, gains, params, fh):
 def layer(x, rows, start, k, raw, v, ke, re, ve, kv, weights, mults, zs, gains, params, heads, rope, window,
           score_mult, score_z, att_exp, gate_table, consts):
     """One layer for the block ``x (R*T, D)`` (int64 at 2**-FH, row ``r * T + t``) at slots
-    ``start..``, in place: the layer's cache ``(R, G, L, d)`` gains the block's keys and values,
+    ``start..``, in place: the layer's cache (``Cache``'s layout) gains the block's keys and values,
     as ``kv = (bits, top)`` mantissas.
     ``weights``/``mults``/``zs``: q, k, v, o, gate, up, down; ``gains``/``params``: the attention,
     MLP, q, k, post-attention and post-MLP norms (empty gains: none); ``consts``: FH, GATE_X,

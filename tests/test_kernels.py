@@ -159,8 +159,8 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
     c = model.config
     cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"), predictor.REVISIONS["int/1"])  # the widest
     top = 1 << 14
-    k = rng.integers(-top, top + 1, cache.k[0].shape)
-    k[:, :, :2000] = top
+    k = rng.integers(-top, top + 1, cache.k[0].shape)  # (R, G, d, L)
+    k[..., :2000] = top
     cache.k[0] = torch.from_numpy(k.astype(np.int16))
     cache.v[0] = torch.from_numpy(rng.integers(top // 2, top + 1, cache.v[0].shape).astype(np.int16))
     cache.ke[0], cache.ve[0] = -25, -25
@@ -185,22 +185,23 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
 
 
 @pytest.mark.parametrize("window", [0, 700])
-def test_tiled_attention_is_exact_at_the_bounds(runners, window):
-    """A prefill block's attention over an int8 cache through the GEMM's tiles against the integer
-    loop kernel of a decoder step, over a full 4096-slot window: 2000 keys at +127 that the first
-    head's queries (+2**14) score alike and highest, so that thousands of numerators of 2**20 (the
-    high half at its largest) meet values of +-127, and random keys and values beyond them; with a
-    sliding window too."""
+@pytest.mark.parametrize("T", [1, 12])
+def test_tiled_attention_is_exact_at_the_bounds(runners, window, T):
+    """The attention over an int8 cache through the GEMM's tiles, for a decoder step (T = 1) and a
+    prefill block, against the integer loop kernel, over a full 4096-slot window: 2000 keys at +127
+    that the first head's queries (+2**14) score alike and highest, so that thousands of numerators
+    of 2**20 (the high half at its largest) meet values of +-127, and random keys and values beyond
+    them; with a sliding window too."""
     fused, _ = runners
     model, rng = fused.model, np.random.default_rng(8)
     c = model.config
     cache = intmodel.Cache(model, 2, intmodel.MAX_SLOTS, torch.device("cpu"), predictor.REVISIONS["int/3"])
-    k = rng.integers(-127, 128, cache.k[0].shape)
-    k[:, :, :2000] = 127
+    k = rng.integers(-127, 128, cache.k[0].shape)  # (R, G, d, L)
+    k[..., :2000] = 127
     v = rng.integers(-127, 128, cache.v[0].shape)
     v[0] = 127
     v[1, :, :2000] = -127
-    top, T = 1 << 14, 12
+    top = 1 << 14
     q = rng.integers(-top, top + 1, (2, c.heads, T, c.head_dim))
     q[:, 0] = top
     eq = rng.integers(-30, -20, (2, c.heads, T))
