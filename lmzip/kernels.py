@@ -305,17 +305,18 @@ def _tile_intrinsic(rows: int):
 _tile1, _tile2, _tile3, _tile4 = (_tile_intrinsic(rows) for rows in range(1, TILE_ROWS + 1))
 
 
-@_jit
+@_rows_jit
 def pack(w):
     """Int8 weights ``w (N, K)`` in ``matmul``'s form ``(ceil(N / 16), ceil(K / 2), 32)``: block
     ``b``, pair ``k`` holds the weights ``2k, 2k + 1`` of columns ``16b .. 16b + 15`` in turn;
-    zeros pad."""
+    zeros pad. Once a weight, at load: the blocks spread over the threads."""
     n, k = w.shape
     p = np.zeros((-(-n // TILE_COLS), -(-k // 2), 2 * TILE_COLS), np.int8)
-    for c in range(n):
-        b, j = c // TILE_COLS, 2 * (c % TILE_COLS)
-        for i in range(k):
-            p[b, i >> 1, j + (i & 1)] = w[c, i]
+    for b in numba.prange(p.shape[0]):
+        for c in range(b * TILE_COLS, min(n, (b + 1) * TILE_COLS)):
+            j = 2 * (c % TILE_COLS)
+            for i in range(k):
+                p[b, i >> 1, j + (i & 1)] = w[c, i]
     return p
 
 
