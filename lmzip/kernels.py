@@ -213,8 +213,9 @@ def rotate(m: torch.Tensor, slots: torch.Tensor, table: np.ndarray, one: int,
 # multiply-adds elsewhere. The pair sums and their int32 totals are exact: at most
 # ``2 * KPAIRS`` products of ``|m| <= 2**14`` and ``|w| <= 127`` (below 2**31), then int64. On an
 # AVX2 Zen 3 with 2 threads, ``bench/int_engine.py``'s roofline measured it at 167 GOP/s at
-# 1024^3 (benchmarks/int-engine-avx2-portability-speed.md), where the former row-by-column dot
-# products had run 57 (that file at commit a9e1619).
+# 1024^3 (benchmarks/int-engine-avx2-portability-speed.md at commit bc6a7ec; 127 in the same
+# file at d544186, on a day the float engine also ran 13% slower), where the former
+# row-by-column dot products had run 57 (that file at a9e1619).
 
 KPAIRS = 512  # pairs summed in int32 before int64: 1024 * 2**14 * 127 < 2**31
 TILE_ROWS = 4
