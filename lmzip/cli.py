@@ -218,7 +218,7 @@ _coding_options = _options(
                  help="KV-cache slots a row: every token is predicted from the last 7/8 x context to "
                       "context tokens of its chunk. Memory grows with batch size x context."),
     click.option("--mixer", type=click.Choice(["on", "off"]),
-                 help="The online mixer (docs/FORMAT.md, mix/2): a bias for each token learned from the chunk, "
+                 help="The online mixer (docs/FORMAT.md, mix/3): a bias for each token learned from the chunk, "
                       "and match and order-2 models of its own tokens, correct the model's tables "
                       "[default: on with the integer engine]."),
 )

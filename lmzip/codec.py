@@ -171,19 +171,22 @@ class LMZip:
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
                  precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int",
-                 mix: bool | None = None, cluster: Cluster | None = None, revision: str = predictor.ENGINE) -> None:
+                 mix: bool | str | None = None, cluster: Cluster | None = None, revision: str = predictor.ENGINE) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
         if mix and engine != "int":
             raise ValueError("only the integer engine has a mixer")
         if cluster is not None and engine != "int":
             raise ValueError("only the integer engine codes on a cluster (float files replay one machine's arithmetic)")
+        if isinstance(mix, str) and mix not in mixer.REVISIONS:
+            raise ValueError(f"the mixer's revision must be one of {', '.join(mixer.REVISIONS)}")
         if revision not in predictor.REVISIONS:
             raise ValueError(f"the integer engine's revision must be one of {', '.join(predictor.REVISIONS)}")
         dtype = _dtype_for(engine, dtype)
         self.engine = engine
         self.revision = revision  # the integer engine's arithmetic new files get: the newest, but to compare
-        self.mix = engine == "int" if mix is None else mix  # the online mixer (mixer.py): on by default
+        mix = engine == "int" if mix is None else mix
+        self.mix = mixer.REVISION if mix is True else mix or None  # the mixer's revision (an older one to compare), or None
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input
@@ -219,7 +222,7 @@ class LMZip:
         coding = {"engine": self.revision if self.engine == "int" else engine.ENGINE, "coder": CODER,
                   "precision": self.precision, "context": self.context, "start_token": self.lm.start_token}
         if self.mix:
-            coding["mixer"] = mixer.REVISION
+            coding["mixer"] = self.mix
         header = {
             "model": {"name": self.lm.name, "fingerprint": self._fingerprint(), "vocab": self.lm.vocab_size},
             "coding": coding,
@@ -393,7 +396,7 @@ class Encoder(io.BufferedIOBase):
         layout = _batches(chunks, lz.batch_size)
         jobs = [[chunks[i].tokens for i in batch] for batch in layout]
         if lz.engine == "int":
-            coded = lz.workers.encode(jobs, lz.context, lz.precision, mixer.REVISION if lz.mix else None,
+            coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix,
                                      lz.revision, step)
         else:
             coded = _replaying(lz, jobs, step)

@@ -1,4 +1,4 @@
-"""The .lmz container, format version 9 (specified in docs/FORMAT.md); versions 5 to 8 are read too.
+"""The .lmz container, format version 10 (specified in docs/FORMAT.md); versions 5 to 9 are read too.
 
     magic (4) | version u8 | varint header length | header | CRC32 of all before (u32)
     frames, each: varint chunk count (at least 1) | per chunk varint tokens << 2 | kind, raw
@@ -19,13 +19,13 @@ padding bits must be zero, so that no bit of the file goes unchecked.
 
 The header is a few tagged binary fields (``FIELDS``); a field equal to its default is left out,
 so a file made with the defaults spends 5 bytes on it, and a one-chunk text file about 39 on
-the whole container. The defaults belong to the format version: version 8 is version 9 with
-``coding.engine`` defaulting to int/2; version 7 is version 8 with ``coding.mixer`` defaulting to
-mix/1; version 6 is version 7 with ``coding.engine`` defaulting to
-int/1, a length before the fingerprint, and the character count itself in the footer, where v7
-counts the bytes that are not a character's first (0 for ASCII, so one byte). ``check_header``
-holds the one schema every reader relies on. Version 5 (read, never written) began with an
-8-byte magic and a JSON header, and ended with a SHA-256.
+the whole container. The defaults belong to the format version: version 9 is version 10 with
+``coding.mixer`` defaulting to mix/2; version 8 is version 9 with ``coding.engine`` defaulting
+to int/2; version 7 is version 8 with ``coding.mixer`` defaulting to mix/1; version 6 is version
+7 with ``coding.engine`` defaulting to int/1, a length before the fingerprint, and the character
+count itself in the footer, where v7 counts the bytes that are not a character's first (0 for
+ASCII, so one byte). ``check_header`` holds the one schema every reader relies on. Version 5
+(read, never written) began with an 8-byte magic and a JSON header, and ended with a SHA-256.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from .chunking import Kind
 from .errors import ChecksumError, NotLmzipError, TruncatedError
 
 MAGIC = b"\x89LMZ"
-VERSION = 9
-READS = (5, 6, 7, 8, 9)
+VERSION = 10
+READS = (5, 6, 7, 8, 9, 10)
 FRAME_BYTES = 1 << 22  # a frame restores at most this many bytes: what either end holds at once
 FINGERPRINT_BYTES = 4  # of the model's fingerprint, from a v6 header on: 1 in 2^32 that another model passes
 _READ_BLOCK = 1 << 20  # a claimed length is read this much at a time, never allocated at once
@@ -61,16 +61,17 @@ FIELDS = {
     6: (("coding", "precision"), int, 30),
     7: (("coding", "context"), int, 512),
     8: (("coding", "start_token"), int, 1),
-    9: (("coding", "mixer"), str, "mix/2"),
+    9: (("coding", "mixer"), str, "mix/3"),
     10: (("coding", "batch_size"), int, None),
     11: (("coding", "dtype"), str, None),
     12: (("replay",), dict, None),  # JSON: the float engine's environment
 }
-_OLD_DEFAULTS = {6: {4: "int/1", 9: "mix/1"}, 7: {4: "int/2", 9: "mix/1"}, 8: {4: "int/2"}}  # where each differs from v9
+_OLD_DEFAULTS = {6: {4: "int/1", 9: "mix/1"}, 7: {4: "int/2", 9: "mix/1"}, 8: {4: "int/2", 9: "mix/2"},
+                 9: {9: "mix/2"}}  # where each differs from v10
 
 
 def _defaults(version: int) -> dict[int, object]:
-    """Each field's default in a header of format ``version`` (6 to 9)."""
+    """Each field's default in a header of format ``version`` (6 to 10)."""
     old = _OLD_DEFAULTS.get(version, {})
     return {tag: old.get(tag, default) for tag, (_, _, default) in FIELDS.items()}
 
@@ -147,7 +148,7 @@ def pack_header(header: dict) -> bytes:
 
 
 def unpack_header(body: bytes, version: int = VERSION) -> dict:
-    """The header a ``body`` of format ``version`` (6 to 8) encodes, defaults filled in:
+    """The header a ``body`` of format ``version`` (6 to 10) encodes, defaults filled in:
     NotLmzipError where it is no such encoding."""
     src, header, last = _Source(io.BytesIO(body)), {"model": {}, "coding": {}}, 0
     found = {}

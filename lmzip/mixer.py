@@ -20,10 +20,15 @@ chunk's history: on hott_logic.tex, 1.5% of the model's bits in chunks of 2048 t
 chunks of 8192 (``benchmarks/context-chunks.md``).
 
 Each candidate token ``c`` then gets a logistic mix, in the paq sense, of the model's log-odds
-for ``c`` and the learned log-odds that each small model is right in its present state, with one
-weight vector per state (match length bucket, order-2 count, which model proposed ``c``). The
-mix is the log-odds the coder should give ``c``; adding the difference to ``c``'s logit gives it
-exactly those odds, with every other token scaled alike. So the table stays the engine's
+for ``c`` and the learned log-odds that each small model is right in its present state. In
+revision mix/3 a small model's input counts only for the token it proposes (0 for the other
+candidate), and every candidate of a row shares one weight vector; mix/1 and mix/2 gave both
+inputs to both candidates and chose one of 135 weight vectors by the state (match length bucket,
+order-2 count, which model proposed ``c``), each of which saw too few of a chunk's tokens to
+learn (``benchmarks/mixer.md`` sets the two side by side). More orders (1, 3 and 4, each
+proposing its own candidate), more weight sets, and an APM stage after the mix were tried on the
+same model's logits and lost bits or gained none. The mix is the log-odds the coder should
+give ``c``; adding the difference to ``c``'s logit gives it exactly those odds, with every other token scaled alike. So the table stays the engine's
 (``quantize.int_intervals``), only a few logits move, and the cost a token is one pass over
 the row (its max and sum) whatever the vocabulary; the adaptive bias adds a few more (the bias,
 the biased sum, the likeliest). After each token the bias, the weights, the models' hit rates
@@ -49,7 +54,7 @@ from .errors import ReplayError
 from .intmodel import FS
 from .quantize import _int_row, int_probabilities
 
-REVISIONS = ("mix/1", "mix/2")  # every revision listed here still decodes; new files get the last
+REVISIONS = ("mix/1", "mix/2", "mix/3")  # every revision listed here still decodes; new files get the last
 REVISION = REVISIONS[-1]
 TABLE_BITS = 16  # slots of each row's hash tables
 MIN_MATCH = 3  # tokens of context a match starts from
@@ -111,29 +116,30 @@ class State:
     order2: np.ndarray  # (R, 2**TABLE_BITS) int32: context hash -> (token + 1) << 2 | count (0: none)
     where: np.ndarray  # (R, 3) int64: tokens so far, the match's pointer, its length (0: no match)
     hits: np.ndarray  # (R, 2, 9) int64: P(right) of the match model by bucket, of the order-2 one by state
-    weights: np.ndarray  # (R, SETS, INPUTS) int64
+    weights: np.ndarray  # (R, SETS, INPUTS) int64; mix/3: (R, 1, INPUTS)
     proposal: np.ndarray  # (R, 4) int64: the match's token (-1: none), its bucket, the order-2 token, state
     pending: np.ndarray  # (R, 2, 3 + INPUTS) int64: each candidate's token (-1: none), set, p, inputs
     bias: np.ndarray  # (R, V) int32: each token's learned bias, 2**-FS nats ((R, 0) without the stage)
     likely: np.ndarray  # (R, 2 + 2 * BIAS_TOP) int64: the biased table's sum(P), count, then tokens and P
+    gated: bool  # mix/3: each small model's input counts only for its own candidate; one weight vector
 
     @classmethod
     def fresh(cls, rows: int, length: int, vocab: int, revision: str = REVISION) -> State:
-        """The state of ``revision``: mix/2 keeps a bias for each token of the ``vocab``, mix/1 none."""
+        """The state of ``revision``: mix/2 and mix/3 keep a bias for each token of the ``vocab``, mix/1 none."""
         _check_tables()
-        size = 1 << TABLE_BITS
-        weights = np.empty((rows, SETS, INPUTS), dtype=np.int64)
+        size, gated = 1 << TABLE_BITS, revision == "mix/3"
+        weights = np.empty((rows, 1 if gated else SETS, INPUTS), dtype=np.int64)
         weights[:] = INITIAL_WEIGHTS
         return cls(np.zeros((rows, max(length, 1)), np.int32), np.zeros((rows, size), np.int32),
                    np.zeros((rows, size), np.int32), np.zeros((rows, 3), np.int64),
                    np.full((rows, 2, 9), ONE // 2, dtype=np.int64), weights,
                    np.zeros((rows, 4), np.int64), np.zeros((rows, 2, 3 + INPUTS), np.int64),
-                   np.zeros((rows, vocab if revision == "mix/2" else 0), np.int32),
-                   np.zeros((rows, 2 + 2 * BIAS_TOP), np.int64))
+                   np.zeros((rows, 0 if revision == "mix/1" else vocab), np.int32),
+                   np.zeros((rows, 2 + 2 * BIAS_TOP), np.int64), gated)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return (self.hist, self.match, self.order2, self.where, self.hits, self.weights, self.proposal,
-                self.pending, LN_MANT, LN_POW, SQUASH)
+                self.pending, LN_MANT, LN_POW, SQUASH, self.gated)
 
 
 # -- integer helpers ---------------------------------------------------------------------------
@@ -187,7 +193,7 @@ def bucket(length):
 # -- one row, one token ------------------------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+def _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated):
     """The small models' candidates for row ``r``'s next token, with their sets and inputs 1..3."""
     n, ptr, length = where[r, 0], where[r, 1], where[r, 2]
     cm, mb, co, ob = -1, 0, -1, 0
@@ -204,10 +210,13 @@ def _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln
     pending[r, 0, 0], pending[r, 1, 0] = -1, -1
     k = 0
     if cm >= 0:
-        _candidate(pending[r, 0], cm, base + (0 if co < 0 or co == cm else 1), xm, xo)
+        if gated:
+            _candidate(pending[r, 0], cm, 0, xm, xo if co == cm else 0)
+        else:
+            _candidate(pending[r, 0], cm, base + (0 if co < 0 or co == cm else 1), xm, xo)
         k = 1
     if co >= 0 and co != cm:
-        _candidate(pending[r, k], co, base + 2, xm, xo)
+        _candidate(pending[r, k], co, 0 if gated else base + 2, 0 if gated else xm, xo)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -380,17 +389,17 @@ def _adapt_learn_rows(rows, tokens, bias, likely):
 # the same order, so the two agree, and the logits never leave the device they were computed on.
 
 @numba.njit(cache=True, nogil=True)
-def _plan(rows, tokens, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+def _plan(rows, tokens, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated):
     for i in range(rows.shape[0]):
         r = rows[i]
-        _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+        _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated)
         out[i] = pending[r]
         _advance(r, tokens[i], hist, match, order2, where, hits, proposal)
 
 
 @numba.njit(cache=True, nogil=True)
 def _mix(rows, tokens, planned, stats, out, hist, match, order2, where, hits, weights, proposal, pending,
-         ln_mant, ln_pow, sq):
+         ln_mant, ln_pow, sq, gated):
     for i in range(rows.shape[0]):
         r = rows[i]
         pending[r] = planned[i]
@@ -399,21 +408,21 @@ def _mix(rows, tokens, planned, stats, out, hist, match, order2, where, hits, we
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _propose_rows(rows, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+def _propose_rows(rows, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated):
     for i in numba.prange(rows.shape[0]):
         r = rows[i]
-        _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq)
+        _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated)
         out[i, 0], out[i, 1] = pending[r, 0, 0], pending[r, 1, 0]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _bias_rows(rows, stats, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+def _bias_rows(rows, stats, out, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated):
     for i in numba.prange(rows.shape[0]):
         _bias(rows[i], stats[i, 0], stats[i, 1:3], weights, pending, ln_mant, ln_pow, sq, out[i])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _learn_rows(rows, tokens, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq):
+def _learn_rows(rows, tokens, hist, match, order2, where, hits, weights, proposal, pending, ln_mant, ln_pow, sq, gated):
     for i in numba.prange(rows.shape[0]):
         _learn(rows[i], tokens[i], weights, pending)
         _advance(rows[i], tokens[i], hist, match, order2, where, hits, proposal)

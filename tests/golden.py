@@ -2,8 +2,9 @@
 
 ``python tests/golden.py`` writes them again; that is right only with a new format or engine
 revision (then say so in docs/FORMAT.md). Each ``NAME.lmz`` in tests/data decodes to ``NAME.orig``,
-and so does each ``NAME.lmz`` of an older format or engine in its folder (``v8/``, engine int/2;
-``v7/``, mixer mix/1; ``v6/``, engine int/1; ``v5/``), which stays as it was made.
+and so does each ``NAME.lmz`` of an older format or engine in its folder (``v9/``, mixer mix/2;
+``v8/``, engine int/2; ``v7/``, mixer mix/1; ``v6/``, engine int/1; ``v5/``), which stays as it
+was made.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
 # where each format's files are; only the newest is written
-FORMATS = {"v9": DATA, "v8": DATA / "v8", "v7": DATA / "v7", "v6": DATA / "v6", "v5": DATA / "v5"}
+FORMATS = {"v10": DATA, "v9": DATA / "v9", "v8": DATA / "v8", "v7": DATA / "v7", "v6": DATA / "v6", "v5": DATA / "v5"}
 
 SAMPLES = {
     "text": b"It was a bright cold day in April, and the clocks were striking thirteen. Winston Smith, his chin "

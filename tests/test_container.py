@@ -184,11 +184,14 @@ def test_sealed_header_that_is_no_encoding_is_not_lmzip(codec, body, error):
 def test_a_header_is_its_fields_left_out_at_their_defaults(blob):
     header = container.parse(blob).header
     assert container.unpack_header(container.pack_header(header)) == header
-    default = {"model": {"fingerprint": "0123abcd"}, "coding": {"mixer": "mix/2"}}
+    default = {"model": {"fingerprint": "0123abcd"}, "coding": {"mixer": "mix/3"}}
     assert container.pack_header(default) == b"\x02\x01\x23\xab\xcd"
     coding = {"coder": "range64", "precision": 30, "context": 512, "start_token": 1}
     assert container.unpack_header(container.pack_header(default))["coding"] == {"engine": "int/3", **coding,
-                                                                                  "mixer": "mix/2"}
+                                                                                  "mixer": "mix/3"}
+    # version 9: that version's default mixer, mix/2
+    assert container.unpack_header(b"\x02\x01\x23\xab\xcd", 9)["coding"] == {"engine": "int/3", **coding,
+                                                                              "mixer": "mix/2"}
     # version 8: that version's default engine, int/2
     assert container.unpack_header(b"\x02\x01\x23\xab\xcd", 8)["coding"] == {"engine": "int/2", **coding,
                                                                               "mixer": "mix/2"}

@@ -37,10 +37,11 @@ def test_golden_files_are_what_the_encoder_writes_now(codecs):
 
 
 def test_an_older_revision_is_still_written_as_its_golden_files_hold(codecs):
-    """``revision="int/2"`` writes, in today's container, the tables v8's golden files were coded with:
-    the same chunks and payloads (the int/2 arithmetic did not move), and a header that names int/2."""
+    """``revision="int/2"`` (with v8's mixer, mix/2) writes, in today's container, the tables v8's golden
+    files were coded with: the same chunks and payloads (the int/2 arithmetic did not move), and a
+    header that names int/2."""
     for name, data in SAMPLES.items():
-        now = container.parse(LMZip(codecs["tiny"].lm, context=32, revision="int/2").compress(data))
+        now = container.parse(LMZip(codecs["tiny"].lm, context=32, revision="int/2", mix="mix/2").compress(data))
         then = container.parse((FORMATS["v8"] / f"tiny-{name}.lmz").read_bytes())
         assert (now.entries, now.payloads) == (then.entries, then.payloads)
         assert now.header["coding"] == then.header["coding"] == {**now.header["coding"], "engine": "int/2"}
@@ -48,9 +49,20 @@ def test_an_older_revision_is_still_written_as_its_golden_files_hold(codecs):
         LMZip(codecs["tiny"].lm, revision="int/9")
 
 
+def test_an_older_mixer_is_still_written_as_its_golden_files_hold(codecs):
+    """``mix="mix/2"`` writes the payloads of v9's golden files, which mix/2 coded, and names mix/2."""
+    for name, data in SAMPLES.items():
+        now = container.parse(LMZip(codecs["tiny"].lm, context=32, mix="mix/2").compress(data))
+        then = container.parse((FORMATS["v9"] / f"tiny-{name}.lmz").read_bytes())
+        assert (now.entries, now.payloads) == (then.entries, then.payloads)
+        assert now.header["coding"] == then.header["coding"] == {**now.header["coding"], "mixer": "mix/2"}
+    with pytest.raises(ValueError, match="revision"):
+        LMZip(codecs["tiny"].lm, mix="mix/9")
+
+
 def test_members_of_every_version_concatenate(codecs):
-    """Files of v9, v8 (engine int/2), v7 (mixer mix/1), v6 (engine int/1) and v5 written one after
-    the other decode as one stream, each by its own rules."""
-    parts = (("v9", "text"), ("v8", "code"), ("v7", "binary"), ("v6", "code"), ("v5", "unicode"))
+    """Files of v10, v9 (mixer mix/2), v8 (engine int/2), v7 (mixer mix/1), v6 (engine int/1) and v5
+    written one after the other decode as one stream, each by its own rules."""
+    parts = (("v10", "code"), ("v9", "text"), ("v8", "code"), ("v7", "binary"), ("v6", "code"), ("v5", "unicode"))
     blob = b"".join((FORMATS[v] / f"tiny-{name}.lmz").read_bytes() for v, name in parts)
     assert codecs["tiny"].decompress(blob) == b"".join(SAMPLES[name] for _, name in parts)

@@ -19,13 +19,14 @@ class Reference:
     """One row of the mixer in Python ints, dicts and lists, written from the module's docstrings."""
 
     def __init__(self, vocab: int, revision: str) -> None:
-        self.bias = [0] * vocab if revision == "mix/2" else None
+        self.bias = None if revision == "mix/1" else [0] * vocab
+        self.gated = revision == "mix/3"
         self.hist: list[int] = []
         self.match: dict[int, int] = {}
         self.order2: dict[int, tuple[int, int]] = {}  # slot -> (token, count)
         self.ptr = self.length = 0
         self.hits = {("match", b): ONE // 2 for b in range(9)} | {("order2", b): ONE // 2 for b in range(5)}
-        self.weights = [list(mixer.INITIAL_WEIGHTS) for _ in range(mixer.SETS)]
+        self.weights = [list(mixer.INITIAL_WEIGHTS) for _ in range(1 if self.gated else mixer.SETS)]
         self.pending: list[tuple[int, int, int, list[int]]] = []
 
     @staticmethod
@@ -63,7 +64,7 @@ class Reference:
         return best, sum(int(EXP[min(best - v, len(EXP) - 1)]) for v in row)
 
     def adapt(self, row: list[int]) -> None:
-        """mix/2: add the bias, and note the likeliest tokens, the widest span of 5 nats halved
+        """mix/2 and mix/3: add the bias, and note the likeliest tokens, the widest span of 5 nats halved
         until it holds at most 32 (the first 32 by id should span 0 hold more)."""
         for v, b in enumerate(self.bias):
             row[v] += b
@@ -89,16 +90,17 @@ class Reference:
         xm = self.odds(self.hits["match", mb], ONE) if cm >= 0 else 0
         xo = self.odds(self.hits["order2", ob], ONE) if co >= 0 else 0
         base = (mb * 5 + ob) * 3
-        cands = []
-        if cm >= 0:
-            cands.append((cm, base + (0 if co in (-1, cm) else 1)))
+        cands = []  # (token, weight set, the match model's input, the order-2 model's)
+        if cm >= 0:  # mix/3: a model's input only for its own token, one weight set
+            cands.append((cm, 0, xm, xo if co == cm else 0) if self.gated else
+                         (cm, base + (0 if co in (-1, cm) else 1), xm, xo))
         if co >= 0 and co != cm:
-            cands.append((co, base + 2))
+            cands.append((co, 0, 0, xo) if self.gated else (co, base + 2, xm, xo))
         best, whole = self.table(row)
         big = len(EXP) - 1
         self.pending, biases = [], []
-        for token, s in cands:
-            x = [self.odds(int(EXP[min(best - row[token], big)]), whole), xm, xo, 1 << FS]
+        for token, s, x_match, x_order2 in cands:
+            x = [self.odds(int(EXP[min(best - row[token], big)]), whole), x_match, x_order2, 1 << FS]
             mixed = max(-CLAMP, min(CLAMP, sum(w * v for w, v in zip(self.weights[s], x)) >> 16))
             self.pending.append((token, s, self.squash(mixed), x))
             biases.append((token, mixed - x[0]))
@@ -273,7 +275,7 @@ def test_a_row_with_one_possible_token_stays_finite() -> None:
 def test_the_adaptive_bias_learns_a_documents_vocabulary() -> None:
     """A stream drawn from a few tokens of a large vocabulary, in no repeated order, under a model
     that spreads itself over all of them: the match and order-2 models find little, the bias
-    (mix/2) learns which tokens the document uses. Measured by the coder's own intervals."""
+    (mix/2, mix/3) learns which tokens the document uses. Measured by the coder's own intervals."""
     rng = np.random.default_rng(5)
     vocab, n = 2000, 1500
     used = rng.choice(vocab, 40, replace=False)
@@ -285,4 +287,4 @@ def test_the_adaptive_bias_learns_a_documents_vocabulary() -> None:
         mixer.observe(mixer.State.fresh(1, n, vocab, revision), mixed, np.zeros(n, dtype=np.int64), tokens, EXP)
         bits[revision] = float((24 - np.log2(int_intervals(mixed, tokens, EXP, 24)[:, 1])).sum())
     plain = float((24 - np.log2(int_intervals(logits, tokens, EXP, 24)[:, 1])).sum())
-    assert bits["mix/2"] < 0.7 * bits["mix/1"] and bits["mix/1"] < plain
+    assert max(bits["mix/2"], bits["mix/3"]) < 0.7 * bits["mix/1"] and bits["mix/1"] < plain

@@ -125,7 +125,7 @@ def test_the_mixer_can_be_turned_off(codec):
     plain = LMZip(codec.lm, batch_size=codec.batch_size, chunk_tokens=codec.chunk_tokens, mix=False)
     off = plain.compress(text)
     assert "mixer" not in container.parse(off).header["coding"]
-    assert container.parse(on).header["coding"]["mixer"] == mixer.REVISION == "mix/2"
+    assert container.parse(on).header["coding"]["mixer"] == mixer.REVISION == "mix/3"
     assert plain.last_stats.mixed_bits == plain.last_stats.ce_bits == pytest.approx(on_stats.ce_bits)
     assert len(on) < len(off)
     assert codec.decompress(off) == text == plain.decompress(on)
