@@ -28,11 +28,11 @@ order-2 count, which model proposed ``c``), each of which saw too few of a chunk
 learn (``benchmarks/mixer.md`` sets the two side by side). More orders (1, 3 and 4, each
 proposing its own candidate), more weight sets, and an APM stage after the mix were tried on the
 same model's logits and lost bits or gained none. The mix is the log-odds the coder should
-give ``c``; adding the difference to ``c``'s logit gives it exactly those odds, with every other token scaled alike. So the table stays the engine's
-(``quantize.int_intervals``), only a few logits move, and the cost a token is one pass over
-the row (its max and sum) whatever the vocabulary; the adaptive bias adds a few more (the bias,
-the biased sum, the likeliest). After each token the bias, the weights, the models' hit rates
-and the models themselves learn from it.
+give ``c``; adding the difference to ``c``'s logit gives it exactly those odds, with every other
+token scaled alike. So the table stays the engine's (``quantize.int_intervals``), only a few
+logits move, and the cost a token is one pass over the row (its max and sum) whatever the
+vocabulary; the adaptive bias adds a few more (the bias, the biased sum, the likeliest). After
+each token the bias, the weights, the models' hit rates and the models themselves learn from it.
 
 Everything is integer arithmetic on integer state, so the decoder reproduces every bias on any
 machine; the state is per row and starts afresh with each chunk, which stays decodable alone.
@@ -209,11 +209,9 @@ def _propose(r, hist, match, order2, where, hits, weights, proposal, pending, ln
     base = (mb * ORDER2_STATES + ob) * ROLES
     pending[r, 0, 0], pending[r, 1, 0] = -1, -1
     k = 0
-    if cm >= 0:
-        if gated:
-            _candidate(pending[r, 0], cm, 0, xm, xo if co == cm else 0)
-        else:
-            _candidate(pending[r, 0], cm, base + (0 if co < 0 or co == cm else 1), xm, xo)
+    if cm >= 0:  # gated (mix/3): a model's input only for its own token, and one weight set
+        s = 0 if gated else base + (0 if co < 0 or co == cm else 1)
+        _candidate(pending[r, 0], cm, s, xm, xo if co == cm or not gated else 0)
         k = 1
     if co >= 0 and co != cm:
         _candidate(pending[r, k], co, 0 if gated else base + 2, 0 if gated else xm, xo)
