@@ -171,7 +171,8 @@ class LMZip:
                  dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
                  precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int",
-                 mix: bool | str | None = None, cluster: Cluster | None = None, revision: str = predictor.ENGINE) -> None:
+                 mix: bool | str | None = None, cluster: Cluster | None = None,
+                 revision: str = predictor.ENGINE) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
         if mix and engine != "int":
@@ -186,7 +187,7 @@ class LMZip:
         self.engine = engine
         self.revision = revision  # the integer engine's arithmetic new files get: the newest, but to compare
         mix = engine == "int" if mix is None else mix
-        self.mix = mixer.REVISION if mix is True else mix or None  # the mixer's revision (an older one to compare), or None
+        self.mix = mixer.REVISION if mix is True else mix or None  # a mixer revision (an older one to compare), or None
         self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input

@@ -27,9 +27,9 @@ inputs to both candidates and chose one of 135 weight vectors by the state (matc
 order-2 count, which model proposed ``c``), each of which saw too few of a chunk's tokens to
 learn. On the same logits of the first 16,000 bytes of every corpus file, mix/3 spent 2.61%
 fewer bits than the model alone and mix/2 2.14%, and every file gained
-(``benchmarks/mixer-replay.md``; ``benchmarks/mixer.md`` compresses the files with both). More orders (1, 3 and 4, each
-proposing its own candidate), more weight sets, and an APM stage after the mix were tried on the
-same model's logits and lost bits or gained none. The mix is the log-odds the coder should
+(``benchmarks/mixer-replay.md``; ``benchmarks/mixer.md`` compresses the files with both). More
+orders (1, 3 and 4, each proposing its own candidate), more weight sets, and an APM stage after
+the mix were tried on the same model's logits and lost bits or gained none. The mix is the log-odds the coder should
 give ``c``; adding the difference to ``c``'s logit gives it exactly those odds, with every other
 token scaled alike. So the table stays the engine's (``quantize.int_intervals``), only a few
 logits move, and the cost a token is one pass over the row (its max and sum) whatever the
