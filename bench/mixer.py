@@ -4,9 +4,10 @@
 
 Each file's first ``--bytes`` bytes are compressed at the defaults with the mixer
 (``mixer.REVISION``), with its previous revision, and with ``--mixer off``, one right after the
-other in one process, and each file is decoded again in a fresh codec and compared byte for byte. Bits are the file's; "model"
-and "mixed" are the cross-entropy before and after the mixer (``--stats``). Times are wall clock
-on a shared machine: compare the two modes' ratio, not the absolute figures.
+other in one process, and each file is decoded again in a fresh codec and compared byte for
+byte. Bits are the file's; "model" and "mixed" are the cross-entropy before and after the mixer
+(``--stats``). Times are wall clock on a shared machine: compare the modes' ratio, not the
+absolute figures.
 Writes benchmarks/mixer.csv and .md (mixer-FILE...-chunks-N.* with ``--files`` or ``--chunk-tokens``).
 """
 

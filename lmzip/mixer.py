@@ -29,12 +29,13 @@ learn. On the same logits of the first 16,000 bytes of every corpus file, mix/3 
 fewer bits than the model alone and mix/2 2.14%, and every file gained
 (``benchmarks/mixer-replay.md``; ``benchmarks/mixer.md`` compresses the files with both). More
 orders (1, 3 and 4, each proposing its own candidate), more weight sets, and an APM stage after
-the mix were tried on the same model's logits and lost bits or gained none. The mix is the log-odds the coder should
-give ``c``; adding the difference to ``c``'s logit gives it exactly those odds, with every other
-token scaled alike. So the table stays the engine's (``quantize.int_intervals``), only a few
-logits move, and the cost a token is one pass over the row (its max and sum) whatever the
-vocabulary; the adaptive bias adds a few more (the bias, the biased sum, the likeliest). After
-each token the bias, the weights, the models' hit rates and the models themselves learn from it.
+the mix were tried on the same model's logits and lost bits or gained none. The mix is the
+log-odds the coder should give ``c``; adding the difference to ``c``'s logit gives it exactly
+those odds, with every other token scaled alike. So the table stays the engine's
+(``quantize.int_intervals``), only a few logits move, and the cost a token is one pass over the
+row (its max and sum) whatever the vocabulary; the adaptive bias adds a few more (the bias, the
+biased sum, the likeliest). After each token the bias, the weights, the models' hit rates and
+the models themselves learn from it.
 
 Everything is integer arithmetic on integer state, so the decoder reproduces every bias on any
 machine; the state is per row and starts afresh with each chunk, which stays decodable alone.
@@ -139,7 +140,8 @@ class State:
                    np.zeros((rows, 0 if revision == "mix/1" else vocab), np.int32),
                    np.zeros((rows, 2 + 2 * BIAS_TOP), np.int64), gated)
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
+    def arrays(self) -> tuple:
+        """What every kernel below takes after its own arguments: the arrays, the tables, ``gated``."""
         return (self.hist, self.match, self.order2, self.where, self.hits, self.weights, self.proposal,
                 self.pending, LN_MANT, LN_POW, SQUASH, self.gated)
 
