@@ -2,6 +2,7 @@
 engine's file bits and speed against its KV window.
 
     python bench/context_curve.py [--parts position files chunks] [--model smollm2-135m] [--window 2048] [--per-area 8]
+                                  [--contexts 256 512 1024 2048 4096]
 
 From each corpus area, ``--per-area`` windows of ``--window`` tokens (spread evenly over the
 area's files) are scored teacher-forced from the start token, in float32. The mean bits a token
@@ -12,7 +13,7 @@ lmzip's minimum chunk length (``chunking.MIN_CHUNK_TOKENS``) and its 512-token c
 benchmarks/context-curve.csv and .md.
 
 The ``files`` part compresses whole alice29 and the first ``FILE_SAMPLE`` bytes of one file of each
-other area with the integer engine at each context of ``CONTEXTS`` (chunks of at least twice the
+other area with the integer engine at each context of ``--contexts`` (chunks of at least twice the
 context, so that the window slides), side by side in one run, and decodes one chunk of the first
 ``DECODE_SAMPLE`` bytes of alice29 at each: file bits per byte, compress and decompress bytes a
 second. Writes benchmarks/context-files.csv and .md.
@@ -110,7 +111,7 @@ def file_curve(args) -> None:
     head = (CORPUS / SAMPLES[0]).read_bytes()[:DECODE_SAMPLE]
     lm = None  # the integer model, loaded by the first codec
     rows = []
-    for context in CONTEXTS:
+    for context in args.contexts:
         lz = lmzip.LMZip(lm or args.model, context=context,
                          chunk_tokens=None if 2 * context <= chunking.MIN_CHUNK_TOKENS else 2 * context)
         lm = lz.lm
@@ -193,6 +194,7 @@ def main() -> None:
     ap.add_argument("--model", default=lmzip.DEFAULT_MODEL)
     ap.add_argument("--window", type=int, default=2048)
     ap.add_argument("--per-area", type=int, default=8)
+    ap.add_argument("--contexts", type=int, nargs="+", default=CONTEXTS, help="the files part's KV windows")
     args = ap.parse_args()
     if "position" in args.parts:
         position_curve(args)
