@@ -519,6 +519,7 @@ def softmax(scores, eq, ke, ve, qslot, window, mult, z, table, total, ref):
 
 
 ATT_SPLIT = 10  # attend_tiled's numerators (<= 2**20) as two halves below 2**10, for the int16 tiles
+QUERY_TOKENS = 64  # attend_tiled's queries of a row scored at once: each pass scores the keys its last sees
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -528,33 +529,44 @@ def attend_tiled(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
     ``q . k`` (int16 mantissas by the keys, stored ``(d, L)``), then the numerators ``p <= 2**20``
     by the values ``(L, d)``, as ``p = 2**ATT_SPLIT * hi + lo`` with both halves below 2**10
     (int32 sums of at most 1024 products below 2**17, exact), added in int64; the halves go
-    through one GEMM, as rows ``0..n-1`` and ``n..2n-1``. The same integers as ``attend``."""
+    through one GEMM, as rows ``0..n-1`` and ``n..2n-1``. A block's queries go ``QUERY_TOKENS``
+    tokens at a time, each pass up to the keys its last query sees, so a long block (a chunk's
+    first) scores about half the keys of its square. The same integers as ``attend``."""
     rows, heads, T, d = q.shape
     G = k.shape[1]
-    group, end = heads // G, qslot[T - 1] + 1
-    n, pairs = group * T, -(-end // 2)
     for rg in numba.prange(rows * G):
-        r, g = rg // G, rg % G
-        qs = np.empty((n, d), np.int16)
-        for i in range(n):
-            for c in range(d):
-                qs[i, c] = q[r, g * group + i // T, i % T, c]
-        scores = _gemm(qs, k[r, g], end)  # (n, end)
-        totals = np.empty(n, np.int64)
-        scratch = np.empty(end, np.int64)
-        halves = np.zeros((2 * n, 2 * pairs), np.int16)  # zeros past each query's keys
-        for i in range(n):
-            h, t = g * group + i // T, i % T
-            last = qslot[t]
-            first = max(0, last - window + 1) if window > 0 else 0
-            row = scores[i]
-            totals[i], ref[r, h, t] = _softmax_row(row, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z,
-                                                   table, scratch, row)
-            for j in range(first, last + 1):
-                halves[i, j], halves[n + i, j] = row[j] >> ATT_SPLIT, row[j] & ((1 << ATT_SPLIT) - 1)
-        num = _gemm(halves, v[r, g], d)
-        for i in range(n):
-            _quarters_row((num[i] << ATT_SPLIT) + num[n + i], totals[i], o[r, g * group + i // T, i % T])
+        for t0 in range(0, T, QUERY_TOKENS):
+            _attend_pass(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref, rg // G, rg % G, t0,
+                         min(t0 + QUERY_TOKENS, T))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _attend_pass(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref, r, g, t0, t1):
+    """``attend_tiled`` for row ``r``, KV head ``g`` and the block's tokens ``t0..t1-1``."""
+    d, group, T = q.shape[3], q.shape[1] // k.shape[1], t1 - t0
+    end = qslot[t1 - 1] + 1
+    n, pairs = group * T, -(-end // 2)
+    qs = np.empty((n, d), np.int16)
+    for i in range(n):
+        for c in range(d):
+            qs[i, c] = q[r, g * group + i // T, t0 + i % T, c]
+    scores = _gemm(qs, k[r, g], end)  # (n, end)
+    totals = np.empty(n, np.int64)
+    scratch = np.empty(end, np.int64)
+    halves = np.zeros((2 * n, 2 * pairs), np.int16)  # zeros past each query's keys
+    for i in range(n):
+        h, t = g * group + i // T, t0 + i % T
+        last = qslot[t]
+        first = max(0, last - window + 1) if window > 0 else 0
+        row = scores[i]
+        totals[i], ref[r, h, t] = _softmax_row(row, eq[r, h, t], ke[r, g], ve[r, g], first, last, mult, z,
+                                               table, scratch, row)
+        for j in range(first, last + 1):
+            p = np.int32(row[j])  # 0 <= p <= 2**20: 32-bit shifts, which vectorise where 64-bit ones do not
+            halves[i, j], halves[n + i, j] = p >> ATT_SPLIT, p & ((1 << ATT_SPLIT) - 1)
+    num = _gemm(halves, v[r, g], d)
+    for i in range(n):
+        _quarters_row((num[i] << ATT_SPLIT) + num[n + i], totals[i], o[r, g * group + i // T, t0 + i % T])
 
 
 @_rows_jit

@@ -185,13 +185,14 @@ def test_attention_through_float64_gemms_is_exact_at_the_bounds(runners, window)
 
 
 @pytest.mark.parametrize("window", [0, 700])
-@pytest.mark.parametrize("T", [1, 12])
+@pytest.mark.parametrize("T", [1, 12, 2 * kernels.QUERY_TOKENS + 22])
 def test_tiled_attention_is_exact_at_the_bounds(runners, window, T):
-    """The attention over an int8 cache through the GEMM's tiles, for a decoder step (T = 1) and a
-    prefill block, against the integer loop kernel, over a full 4096-slot window: 2000 keys at +127
-    that the first head's queries (+2**14) score alike and highest, so that thousands of numerators
-    of 2**20 (the high half at its largest) meet values of +-127, and random keys and values beyond
-    them; with a sliding window too."""
+    """The attention over an int8 cache through the GEMM's tiles, for a decoder step (T = 1) and
+    prefill blocks (one pass of ``kernels.QUERY_TOKENS`` tokens, and three), against the integer
+    loop kernel, over a full 4096-slot window: 2000 keys at +127 that the first head's queries
+    (+2**14) score alike and highest, so that thousands of numerators of 2**20 (the high half at
+    its largest) meet values of +-127, and random keys and values beyond them; with a sliding
+    window too."""
     fused, _ = runners
     model, rng = fused.model, np.random.default_rng(8)
     c = model.config
