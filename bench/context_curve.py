@@ -104,6 +104,28 @@ def _timed(fn):
     return out, time.perf_counter() - began
 
 
+@torch.inference_mode()
+def step_ms(lm, rows: int, context: int) -> float:
+    """The model's mean decoder step (feed only: no head, mixer or coder), ``rows`` rows, over the
+    positions from a window just moved to a full one: the part of a step that grows with the
+    context, since every row reads its own cache. The cache holds random keys and values in
+    full range, which cost what real ones do."""
+    p = lm.predictor()
+    cache = p.start(rows, context)
+    gen = torch.Generator().manual_seed(0)
+    for name in ("k", "v"):
+        for layer in getattr(cache, name):
+            layer.copy_(torch.randint(-127, 128, layer.shape, generator=gen, dtype=torch.int8))
+    cache.ke.fill_(-20)
+    cache.ve.fill_(-20)
+    cache.used = cache.keep + 1
+    tokens = torch.randint(2, lm.tokenizer.vocab_size, (rows, context - cache.used), generator=gen)
+    began = time.perf_counter()
+    for t in range(tokens.shape[1]):
+        p.feed(cache, tokens[:, t : t + 1])
+    return 1e3 * (time.perf_counter() - began) / tokens.shape[1]
+
+
 def file_curve(args) -> None:
     """The integer engine's file bits and speed at each context: benchmarks/context-files.*"""
     samples = {name: (CORPUS / name).read_bytes()[: None if name.startswith("prose/alice29") else FILE_SAMPLE]
@@ -129,6 +151,7 @@ def file_curve(args) -> None:
         back, s = _timed(lambda: one.decompress(blob))
         assert back == head, f"context {context}: the round trip differs"
         row["decompress B/s, one row"] = round(len(head) / s)
+        row[f"step ms, {lz.batch_size} rows"] = round(step_ms(lz.lm, lz.batch_size, context), 1)
         cache = lz.lm.predictor().start(1, context)
         row[f"KV cache MB, {lz.batch_size} rows"] = round(lz.batch_size * sum(
             getattr(cache, name).nbytes for name in cache.NAMES) / 1e6)
@@ -142,6 +165,9 @@ def file_curve(args) -> None:
           "bits per byte of the whole file (header, table and mixer included). Compress speed is over all "
           f"samples. Decompress speed: the first {DECODE_SAMPLE} bytes of alice29 as one chunk "
           f"({chunking.MIN_CHUNK_TOKENS * 2} tokens at most, so one row), decoded and compared byte for byte. "
+          "Step: the model's mean decoder step for a default batch of rows (feed only: no head, mixer or "
+          "coder), over the positions from a window just moved to a full one, with random keys and values "
+          "in the cache; a large input decodes at about that many rows. "
           "KV cache: the engine's window for a default batch of rows.", "",
           "| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
