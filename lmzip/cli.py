@@ -315,8 +315,8 @@ def _cluster(ray_: bool, address: str | None, workers: int | None):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (the float engine records them).")
 @click.option("--best", is_flag=True,
-              help="The smallest files measured (benchmarks/context-files.md): --context 4096 --chunk-tokens 8192 "
-                   "--batch-size 6 where not given; about a quarter of the default's compress speed.")
+              help="The smallest files measured (lmzip/codec.py, BEST): --context 4096 --chunk-tokens 8192 "
+                   "--batch-size 6 where not given; about 0.3x the default's compress speed.")
 @click.option("--stats", is_flag=True, help="Print sizes, speed, and the bits at each stage to stderr.")
 @click.option("--paper-bpc", is_flag=True, help="With --stats: also the paper-method bits of the text (one more pass).")
 @_cluster_options

@@ -35,16 +35,17 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 # (engine /3), that took prose/alice29.txt from 1.2776 to 1.1728 bits/byte (-8.2%) and from
 # 489/467 to 321/331 B/s compress/decompress, as 21 rows of 2048 tokens replaced 41 of 512
 # (benchmarks/roundtrip-smollm2-135m.md). Inputs of 48 x 2048 tokens and more keep every row busy.
-# Measured again with the integer engine int/2 (benchmarks/context-files.md, whole alice29 and
-# 48 KB of a file of each other area): contexts of 1024, 2048 (4096-token chunks) and 4096
-# (8192-token chunks) spend 2.7%, 7.5% and 10.7% fewer bits than 512, at 0.86x, 0.53x and 0.30x
-# its compress speed and 0.92x, 0.87x and 0.71x its decompress speed on one row. Engine int/2's
-# KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV heads x (3 x 64 int8 +
-# 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take 0.44 GB at 512 slots, 0.88 GB
-# at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows. Memory no longer decides the
-# window; speed does: 512 stays the default, and more context is an option (``--context``,
-# ``--chunk-tokens``, ``--best``). Engine int/3 keeps 7/8 of the window where int/2 kept half
-# (predictor.REVISIONS), so the same 512 slots predict every token from 448 to 512 tokens.
+# Measured again with engine int/3 and mixer mix/3 (benchmarks/context-files.md, one run on an
+# AVX2 AMD EPYC; whole alice29 and 48 KB of a file of each other area): contexts of 768, 1024 and
+# 2048 (4096-token chunks) spend 1.2%, 1.8% and 6.7% fewer bits than 512, at 0.97x, 0.82x and 0.55x
+# its compress speed. A large input decodes 48 rows a step, and every row reads its own cache:
+# the model's step took 1.22x, 1.41x and 1.97x as long as at 512 (226 ms). (Under int/2, which
+# kept half the window, 1024 had saved 2.7%; int/3 already gives every token 448 of 512.) Engine
+# int/2's and int/3's KV cache holds 18,360 bytes a row and slot for SmolLM2 (30 layers x 3 KV
+# heads x (3 x 64 int8 + 3 int32); int/1's, with int16 mantissas, 35,640), so 48 rows take
+# 0.44 GB at 512 slots, 0.88 GB at 1024 and 1.76 GB at 2048, under the 2.5 GB the project allows.
+# Memory no longer decides the window; speed does: 512 stays the default, and more context is an
+# option (``--context``, ``--chunk-tokens``, ``--best``).
 # Longer chunks buy bits with the decoder's time, since each chunk is one of its rows
 # (benchmarks/context-chunks.md, engine int/3, one run each on a shared AMD EPYC). Against
 # 2048-token chunks:
@@ -55,6 +56,8 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 DEFAULT_CONTEXT = 512
 # ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
 # (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.
+# Under int/2 (benchmarks/context-files.md at 51b00cd, an AVX512 Xeon) it spent 10.7% fewer bits
+# than 512 at 0.30x the compress speed; the current table stops at 2048, which took an hour here.
 BEST = {"context": 4096, "chunk_tokens": 8192, "batch_size": 6}
 MIN_CONTEXT, MAX_CONTEXT = intmodel.MIN_SLOTS, intmodel.MAX_SLOTS  # the KV window a row may have
 DEFAULT_BATCH_SIZE = 48
