@@ -519,7 +519,7 @@ def softmax(scores, eq, ke, ve, qslot, window, mult, z, table, total, ref):
 
 
 ATT_SPLIT = 10  # attend_tiled's numerators (<= 2**20) as two halves below 2**10, for the int16 tiles
-QUERY_TOKENS = 64  # attend_tiled's queries of a row scored at once: each pass scores the keys its last sees
+QUERY_TOKENS = 64  # attend_tiled's tokens a pass: a pass scores only the keys its last token sees
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -532,8 +532,7 @@ def attend_tiled(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref):
     through one GEMM, as rows ``0..n-1`` and ``n..2n-1``. A block's queries go ``QUERY_TOKENS``
     tokens at a time, each pass up to the keys its last query sees, so a long block (a chunk's
     first) scores about half the keys of its square. The same integers as ``attend``."""
-    rows, heads, T, d = q.shape
-    G = k.shape[1]
+    rows, T, G = q.shape[0], q.shape[2], k.shape[1]
     for rg in numba.prange(rows * G):
         for t0 in range(0, T, QUERY_TOKENS):
             _attend_pass(q, eq, k, ke, v, ve, qslot, window, mult, z, table, o, ref, rg // G, rg % G, t0,
