@@ -56,8 +56,8 @@ def provenance() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or "unknown"
-    from lmzip.engine import ENGINE
-    from lmzip.predictor import ENGINE as INT_ENGINE
+    from lmzip.mixer import REVISION as MIXER
+    from lmzip.predictor import ENGINE
 
     return "\n".join([
         f"- machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch threads {torch.get_num_threads()}, "
@@ -65,7 +65,7 @@ def provenance() -> str:
         f"CUDA {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, numba {numba.__version__}",
-        f"- lmzip: commit {COMMIT}, engines {INT_ENGINE} (integer, the default) and {ENGINE} (float)",
+        f"- lmzip: commit {COMMIT}, engine {ENGINE}, mixer {MIXER} (the defaults)",
         "- CPU flags: " + " ".join(sorted(f for f in _cpu_flags() if f.startswith(("avx", "amx", "fma")))),
         f"- command: `{' '.join(['python', 'bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`",
     ])

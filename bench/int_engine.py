@@ -20,24 +20,31 @@ differ between them by far more than noise:
   the int8 roofline (this machine's ``torch._int_mm`` rate over two operations a multiplied weight
   a token; where the engine does not run ``_int_mm``, which fails its self-test on AVX2 CPUs, the
   rate of the exact GEMM it runs instead).
+
+The float engine is no longer part of lmzip: its commands run from a temporary git worktree of
+the last commit that had it (``lmzip.codec.LAST_FLOAT_COMMIT``), so this script needs a git
+checkout. Each engine first codes a small file once, so that no timed command compiles numba's
+kernels into its on-disk cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from common import CORPUS, corpus_files, gemm_rate, int8_rate, multiplied_weights, provenance, write, write_csv
+from common import CORPUS, ROOT, corpus_files, gemm_rate, int8_rate, multiplied_weights, provenance, write, write_csv
 
 import lmzip
 from lmzip import container
-from lmzip.engine import ENGINE as FLOAT_ENGINE
+from lmzip.codec import FLOAT_ENGINE, LAST_FLOAT_COMMIT
 from lmzip.predictor import ENGINE as INT_ENGINE
 
 CAP = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -53,13 +60,27 @@ def _peak(pid: int) -> int:
         return 0
 
 
-def _cli(args: list[str], env: dict | None = None) -> tuple[int, float, str, int]:
-    """Run ``lmzip ARGS``: its exit status, wall seconds, last line of stderr and peak RSS in bytes
-    (read every 50 ms while it runs)."""
+@contextlib.contextmanager
+def float_lmzip() -> Iterator[dict]:
+    """Where ``_cli`` runs the float engine: ``{"env": ..., "cwd": ...}`` of a temporary git worktree
+    of ``LAST_FLOAT_COMMIT``, removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "lmzip"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), LAST_FLOAT_COMMIT],
+                       check=True, capture_output=True)
+        try:
+            yield {"env": {"PYTHONPATH": str(tree)}, "cwd": tree}
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+
+
+def _cli(args: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[int, float, str, int]:
+    """Run ``lmzip ARGS`` (as the tree in ``cwd`` has it): its exit status, wall seconds, last line
+    of stderr and peak RSS in bytes (read every 50 ms while it runs)."""
     with tempfile.TemporaryFile() as err:
         began = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "lmzip", *args], stdout=subprocess.DEVNULL, stderr=err,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, cwd=cwd)
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _peak(proc.pid))
@@ -70,21 +91,23 @@ def _cli(args: list[str], env: dict | None = None) -> tuple[int, float, str, int
     return proc.returncode, seconds, last, peak
 
 
-def portability(tmp: Path, sample: bytes) -> list[dict]:
+def portability(tmp: Path, sample: bytes, engines: dict[str, dict]) -> list[dict]:
     src = tmp / "sample.txt"
     src.write_bytes(sample)
     rows = []
-    for engine in ("int", "float"):
+    for engine, run in engines.items():
         for enc_name, enc_env in (("here", {}), ("AVX2 cap", CAP)):
             packed = tmp / f"{engine}-{enc_name[:4]}.lmz"
-            rc, _, err, _ = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--engine", engine], enc_env)
+            rc, _, err, _ = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", *run["args"]],
+                                 {**run["env"], **enc_env}, run["cwd"])
             if rc:
                 raise SystemExit(f"compress failed: {err}")
             decoders = [("1 thread", {}, ["--threads", "1"]), ("AVX2 cap", CAP, []),
                         ("batch size 1", {}, ["--batch-size", "1"])] if enc_name == "here" else [("here", {}, [])]
             for dec_name, dec_env, extra in decoders:
                 back = tmp / "back.txt"
-                rc, _, err, _ = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q", *extra], dec_env)
+                rc, _, err, _ = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q", *extra],
+                                     {**run["env"], **dec_env}, run["cwd"])
                 ok = rc == 0 and back.read_bytes() == sample
                 rows.append({"engine": engine, "compressed": enc_name, "decompressed": dec_name,
                              "result": "byte-exact" if ok else f"exit {rc}: {err}"})
@@ -92,22 +115,41 @@ def portability(tmp: Path, sample: bytes) -> list[dict]:
     return rows
 
 
-def ratio(sample_bytes: int, chunk_tokens: int) -> list[dict]:
+def ratio(tmp: Path, sample_bytes: int, chunk_tokens: int, float_run: dict) -> list[dict]:
+    """Each corpus file's size under both engines: the integer one here (every file decoded again),
+    the float one by its command."""
     rows = []
-    codecs = {e: lmzip.LMZip(engine=e, chunk_tokens=chunk_tokens, mix=False) for e in ("int", "float")}
+    codec = lmzip.LMZip(chunk_tokens=chunk_tokens, mix=False)
+    src, packed = tmp / "sample", tmp / "sample.lmz"
     for path in corpus_files():
         data = path.read_bytes()[: sample_bytes or None]
         row = {"file": path.relative_to(CORPUS).as_posix(), "area": path.parent.name, "bytes": len(data)}
-        for engine, codec in codecs.items():
-            blob = codec.compress(data)
-            if engine == "int" and lmzip.LMZip(codec.lm, engine=engine, mix=False).decompress(blob) != data:
-                raise SystemExit(f"round trip FAILED: {path} ({engine})")
-            row[f"{engine}_bytes"] = len(blob)
-            row[f"{engine}_ce_bits"] = round(codec.last_stats.ce_bits, 1)
+        blob = codec.compress(data)
+        if lmzip.LMZip(codec.lm, mix=False).decompress(blob) != data:
+            raise SystemExit(f"round trip FAILED: {path}")
+        row["int_bytes"] = len(blob)
+        src.write_bytes(data)
+        rc, _, err, _ = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--chunk-tokens", str(chunk_tokens),
+                              "--mixer", "off", *float_run["args"]], float_run["env"], float_run["cwd"])
+        if rc:
+            raise SystemExit(f"float compress failed: {err}")
+        row["float_bytes"] = packed.stat().st_size
         row["int_over_float_pct"] = round(100 * (row["int_bytes"] / row["float_bytes"] - 1), 3)
         rows.append(row)
         print(row, flush=True)
     return rows
+
+
+def warm(tmp: Path, engines: dict[str, dict]) -> None:
+    """Code a small file once with each engine, so that numba's on-disk cache is compiled before any timing."""
+    src = tmp / "warm.txt"
+    src.write_bytes((CORPUS / "prose" / "alice29.txt").read_bytes()[:300])
+    for run in engines.values():
+        for args in (["compress", str(src), "-o", str(tmp / "warm.lmz"), "-f", "-q", *run["args"]],
+                     ["decompress", str(tmp / "warm.lmz"), "-o", str(tmp / "warm.out"), "-f", "-q"]):
+            rc, _, err, _ = _cli(args, run["env"], run["cwd"])
+            if rc:
+                raise SystemExit(f"warm-up failed: {err}")
 
 
 def speed_inputs(small_bytes: int, large_bytes: int) -> list[tuple[str, bytes]]:
@@ -120,15 +162,16 @@ def speed_inputs(small_bytes: int, large_bytes: int) -> list[tuple[str, bytes]]:
     return inputs
 
 
-def speed(tmp: Path, inputs: list[tuple[str, bytes]]) -> list[dict]:
+def speed(tmp: Path, inputs: list[tuple[str, bytes]], engines: dict[str, dict]) -> list[dict]:
     rows = []
     for label, data in inputs:
         src = tmp / "in.txt"
         src.write_bytes(data)
-        for engine in ("float", "int"):
+        for engine, run in engines.items():
             packed, back = tmp / "in.lmz", tmp / "back.txt"
-            rc, c_s, err, c_rss = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", "--engine", engine])
-            rc2, d_s, err2, d_rss = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q"])
+            rc, c_s, err, c_rss = _cli(["compress", str(src), "-o", str(packed), "-f", "-q", *run["args"]],
+                                       run["env"], run["cwd"])
+            rc2, d_s, err2, d_rss = _cli(["decompress", str(packed), "-o", str(back), "-f", "-q"], run["env"], run["cwd"])
             if rc or rc2 or back.read_bytes() != data:
                 raise SystemExit(f"speed round trip failed: {err} {err2}")
             tokens = sum(e.tokens for a in container.members(packed.read_bytes()) for e in a.entries)
@@ -173,21 +216,24 @@ def main() -> None:
     parts = set(args.parts.split(","))
     cpu = torch.backends.cpu.get_cpu_capability().lower()
     title = f"# The integer engine ({INT_ENGINE}) against the float32 engine ({FLOAT_ENGINE})"
-    lines = [title, "", provenance(), ""]
-    with tempfile.TemporaryDirectory() as tmp:
+    lines = [title, "", provenance(), f"- float engine: `python -m lmzip` of commit {LAST_FLOAT_COMMIT}, "
+             "from a git worktree", ""]
+    with tempfile.TemporaryDirectory() as tmp, float_lmzip() as old:
         tmp = Path(tmp)
+        engines = {"float": {**old, "args": ["--engine", "float"]}, "int": {"env": {}, "cwd": None, "args": []}}
+        warm(tmp, engines)
         sample = (CORPUS / "prose" / "alice29.txt").read_bytes()[5000 : 5000 + args.portability_bytes]
         if "portability" in parts:
-            port = portability(tmp, sample)
+            port = portability(tmp, sample, engines)
             write_csv(f"int-engine-{cpu}-portability.csv", port)
             lines += ["## Portability", "", f"{len(sample)} bytes of alice29, compressed by `lmzip compress` at the "
                       "defaults in one process, decompressed in another.", "", *_table(port), ""]
         if "ratio" in parts:
-            rat = ratio(args.sample_bytes, args.chunk_tokens)
+            rat = ratio(tmp, args.sample_bytes, args.chunk_tokens, engines["float"])
             write_csv(f"int-engine-{cpu}-ratio.csv", rat)
             lines += ratio_section(rat, args)
         if "speed" in parts:
-            spd = speed(tmp, speed_inputs(args.small_bytes, args.large_bytes))
+            spd = speed(tmp, speed_inputs(args.small_bytes, args.large_bytes), engines)
             write_csv(f"int-engine-{cpu}-speed.csv", spd)
             engine = lmzip.LMZip().lm.predictor()
             weights = multiplied_weights(engine.model)
@@ -220,9 +266,9 @@ def ratio_section(rat: list[dict], args: argparse.Namespace) -> list[str]:
                         "float bits/byte": f"{8 * f / b:.4f}", "int over float": f"{100 * (i / f - 1):+.2f}%"})
     sample = f"the first {args.sample_bytes} bytes of every corpus file" if args.sample_bytes else "every corpus file, whole"
     return ["## Ratio", "", f"File bits per byte, {sample}, chunks of {args.chunk_tokens} tokens, context "
-            f"{lmzip.codec.DEFAULT_CONTEXT}, both engines in one process, the mixer off (it is the integer "
-            "engine's alone); every integer-engine file decoded again and compared (the float engine's round "
-            "trips are the test suite's and the portability table's).", "", *_table(summary), "", *_table(rat), ""]
+            f"{lmzip.codec.DEFAULT_CONTEXT}, the mixer off (it is the integer engine's alone); the integer engine in "
+            "this process, every file decoded again and compared, the float engine by its command (its round "
+            "trips are the portability table's).", "", *_table(summary), "", *_table(rat), ""]
 
 
 if __name__ == "__main__":

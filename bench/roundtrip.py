@@ -1,9 +1,9 @@
 """Round-trip every corpus file with a model; report achieved bits beside the ideal and float bits.
 
-    python bench/roundtrip.py [--model smollm2-135m] [--dtype int8] [--device cpu] [--batch-size 48] [--out benchmarks]
+    python bench/roundtrip.py [--model smollm2-135m] [--device cpu] [--batch-size 48] [--out benchmarks]
 
-Writes roundtrip-MODEL.csv and roundtrip-MODEL.md into ``--out`` (MODEL-DTYPE for a dtype other
-than the device's default). Every row is a real .lmz file that
+Writes roundtrip-MODEL.csv and roundtrip-MODEL.md into ``--out``. (Tables named MODEL-DTYPE are
+the float engine's, which ran the model in that dtype.) Every row is a real .lmz file that
 was decoded again, in a fresh codec, and compared byte for byte with its input.
 """
 
@@ -32,7 +32,7 @@ def measure(codec: lmzip.LMZip, path, max_bytes: int | None = None) -> dict:
     compress_s = time.perf_counter() - began
     s = codec.last_stats
     began = time.perf_counter()
-    back = lmzip.LMZip(codec.lm, engine=codec.engine).decompress(blob)
+    back = lmzip.LMZip(codec.lm).decompress(blob)
     decompress_s = time.perf_counter() - began
     if back != data:
         raise SystemExit(f"round trip FAILED for {path}")
@@ -59,7 +59,7 @@ def report(rows: list[dict], label: str, codec: lmzip.LMZip, out=OUT) -> None:
           f"Defaults: batch {codec.batch_size}, context {codec.context} tokens, chunk length "
           f"{codec.chunk_tokens or 'chosen for each file (chunk tokens)'}, precision {codec.precision} bits, "
           f"engine {rows[-1]['engine']}, mixer {rows[-1]['mixer']}, "
-          f"dtype {codec.lm.dtype_name}, device {codec.lm.device.type}. Each file was compressed, decoded again in a fresh "
+          f"device {codec.lm.device.type}. Each file was compressed, decoded again in a fresh "
           "codec and compared byte for byte.", "",
           "model CE = the engine's cross-entropy under lmzip's chunking, before the mixer; mixed = after it; "
           "ideal = sum of -log2(freq/2^precision) under the quantised tables; payload = bits the range coder wrote; container = "
@@ -86,13 +86,12 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep the rows of an earlier run, measure the rest")
     ap.add_argument("--first", default="", help="comma-separated areas to measure before the others")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or int8 (default: the device's)")
     ap.add_argument("--batch-size", type=int, default=lmzip.codec.DEFAULT_BATCH_SIZE)
     ap.add_argument("--max-bytes", type=int, default=None, help="code only each file's first bytes (a dry run)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    codec = lmzip.LMZip(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-    label = args.model if args.dtype in (None, "auto") else f"{args.model}-{args.dtype}"
+    codec = lmzip.LMZip(args.model, device=args.device, batch_size=args.batch_size)
+    label = args.model
     done = args.out / f"roundtrip-{label}.csv"
     rows = list(csv.DictReader(open(done))) if args.resume and done.exists() else []
     first = args.first.split(",")

@@ -12,9 +12,8 @@ The public API follows Python's ``gzip`` and ``lzma`` modules::
 
 The pipeline, one module each: models -> intmodel, kernels and exact (the integer forward pass)
 -> predictor (integer tables for the coder) -> quantize (frequencies) -> coder (range coder) ->
-chunking and container (.lmz format) -> codec -> cli. The float replay engine (transformer,
-engine) is kept for comparison; the measurement side (bpc, correlate, report, benchmark) lives
-in ``lmzip.analysis``.
+chunking and container (.lmz format) -> codec -> cli. The measurement side (bpc, correlate,
+report, benchmark), which runs the model's own float forward pass, lives in ``lmzip.analysis``.
 """
 
 import gc

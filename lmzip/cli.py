@@ -200,13 +200,11 @@ def _options(*options):
 
 _DTYPE = click.option(
     "--dtype", type=click.Choice(["auto", *models.DTYPES]), default="auto", show_default=True,
-    help="Model dtype; auto is bfloat16 on CUDA, float32 on CPU. int8 (CPU only) runs the transformer "
-         "blocks' linear layers in int8: faster, for more bits "
-         "(benchmarks/roundtrip-smollm2-135m-int8.md against roundtrip-smollm2-135m.md).")
+    help="The float forward pass's dtype; auto is bfloat16 on CUDA, float32 on CPU. int8 (CPU only) runs "
+         "the transformer blocks' linear layers in int8 (torch's dynamic quantisation).")
 
 
 _coding_options = _options(
-    _DTYPE,
     click.option("--batch-size", type=click.IntRange(1), default=codec.DEFAULT_BATCH_SIZE, show_default=True,
                  help="Rows coded in parallel, one text chunk each: more rows share each pass over the "
                       "weights, and the KV cache grows with them."),
@@ -218,15 +216,15 @@ _coding_options = _options(
                  help="KV-cache slots a row: every token is predicted from the last 7/8 x context to "
                       "context tokens of its chunk. Memory grows with batch size x context."),
     click.option("--mixer", type=click.Choice(["on", "off"]),
+                 default="on", show_default=True,
                  help="The online mixer (docs/FORMAT.md, mix/3): a bias for each token learned from the chunk, "
-                      "and match and order-2 models of its own tokens, correct the model's tables "
-                      "[default: on with the integer engine]."),
+                      "and match and order-2 models of its own tokens, correct the model's tables."),
 )
 """The options that shape the coding, shared by ``compress`` and ``bench``."""
 
 
-def _mix(mixer: str | None) -> bool | None:
-    return None if mixer is None else mixer == "on"
+def _mix(mixer: str) -> bool:
+    return mixer == "on"
 
 
 def _each(files: tuple[str, ...], action, verb: str, quiet: bool) -> None:
@@ -277,10 +275,10 @@ _decoder_options = _options(
     click.option("--threads", type=click.IntRange(1), help="CPU threads [default: torch's]."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
 )
-"""How the integer engine's decoder lays out its own work (float-engine files replay theirs)."""
+"""How the decoder lays out its own work: the file does not depend on it."""
 
 _cluster_options = _options(
-    click.option("--ray", "ray_", is_flag=True, help="Code batches of chunks on a Ray cluster (integer engine; "
+    click.option("--ray", "ray_", is_flag=True, help="Code batches of chunks on a Ray cluster ("
                  "pip install 'lmzip[cluster]'): a local one unless --ray-address names one."),
     click.option("--ray-address", help="The Ray cluster to join, as ray.init takes it (implies --ray)."),
     click.option("--workers", type=click.IntRange(1), help="Ray actors, one CPU each [default: one a CPU of the cluster]."),
@@ -309,11 +307,8 @@ def _cluster(ray_: bool, address: str | None, workers: int | None):
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @_options(*_MODES)
 @_coding_options
-@click.option("--engine", "engine_name", type=click.Choice(codec.ENGINES), default="int", show_default=True,
-              help="int: exact integer arithmetic, files decode on any machine, batch size and thread count. "
-                   "float: float32 replay, files decode only where the encoder's computation replays.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads (the float engine records them).")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads [default: torch's].")
 @click.option("--best", is_flag=True,
               help="The smallest files measured (lmzip/codec.py, BEST): --context 4096 --chunk-tokens 8192 "
                    "--batch-size 6 where not given; about 0.3x the default's compress speed.")
@@ -322,9 +317,9 @@ def _cluster(ray_: bool, address: str | None, workers: int | None):
 @_cluster_options
 @_QUIET
 @click.pass_context
-def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompress_, test, list_, dtype, batch_size,
-             chunk_tokens, context, mixer, engine_name, device, threads, best, stats, paper_bpc, ray_, ray_address,
-             workers, quiet) -> None:
+def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompress_, test, list_, batch_size,
+             chunk_tokens, context, mixer, device, threads, best, stats, paper_bpc, ray_, ray_address, workers,
+             quiet) -> None:
     """Compress each FILE ('-' for stdin) into FILE.lmz.
 
     As in gzip, -d decompresses, -t tests and -l lists instead; then -m, --batch-size, --threads
@@ -346,13 +341,9 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
         given = {name: _explicit(ctx, name) for name in codec.BEST}
         batch_size, chunk_tokens, context = (codec.BEST[n] if given[n] is None else given[n]
                                              for n in ("batch_size", "chunk_tokens", "context"))
-    if mixer == "on" and engine_name != "int":
-        raise click.UsageError("--mixer on needs the integer engine")
-    if cluster is not None and engine_name != "int":
-        raise click.UsageError("--ray needs the integer engine")
-    lz = functools.cache(lambda: codec.LMZip(model, device=device, dtype=dtype, batch_size=batch_size,
-                                             chunk_tokens=chunk_tokens, context=context, threads=threads,
-                                             engine=engine_name, mix=_mix(mixer), cluster=cluster))
+    lz = functools.cache(lambda: codec.LMZip(model, device=device, batch_size=batch_size, chunk_tokens=chunk_tokens,
+                                             context=context, threads=threads, mix=_mix(mixer), cluster=cluster))
+    float_lm = functools.cache(lambda: models.load(model, device=device))  # --paper-bpc's float forward pass
 
     def one(file: str) -> tuple[int, int]:
         dest = _target(file, output, to_stdout, compressing=True)
@@ -364,8 +355,7 @@ def compress(ctx, files, model, output, to_stdout, keep, remove, force, decompre
                 _output(dest, force) as out, _Progress(f"compressing {file}", quiet) as bar:
             s = lz().compress_stream(src, out, progress=bar)
         if stats:
-            float_lm = lz().lm if lz().lm.module is not None else codec._load(model, device, dtype, "float")
-            paper_bits = _paper_bits(float_lm, data) if paper_bpc else None
+            paper_bits = _paper_bits(float_lm(), data) if paper_bpc else None
             if paper_bpc and paper_bits is None:
                 click.echo("lmzip: paper-method BPC: n/a (not UTF-8, or shorter than one 1901-token window)", err=True)
             for line in _stats_lines(s, paper_bits):
@@ -643,7 +633,7 @@ def bpc(files, model_specs, method, window, stride, area, batch_size, device, dt
         _check_free(dest, force)
         rows = []
         for spec in model_specs:
-            lm = codec.LMZip(spec, device=device, dtype=dtype, engine="float").lm
+            lm = models.load(spec, device=device, dtype=dtype)
             scorer = cluster.scorer(lm) if cluster else None
             for path in files:
                 with _Progress(f"bpc {os.path.basename(path)}", quiet) as bar:
@@ -661,7 +651,7 @@ def bpc(files, model_specs, method, window, stride, area, batch_size, device, dt
 @_coding_options
 @click.option("--no-lmzip", is_flag=True, help="Only the classical compressors (fast).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write every row to this CSV.")
-def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, mixer, no_lmzip, csv_path) -> None:
+def bench_command(paths, model, batch_size, chunk_tokens, context, mixer, no_lmzip, csv_path) -> None:
     """Compare lmzip with gzip, bzip2, xz, zstd, brotli and PPMd on your files (round trips verified).
 
     PATHS are files or folders (every file below them). Prints bits per byte by compressor and
@@ -673,8 +663,8 @@ def bench_command(paths, model, dtype, batch_size, chunk_tokens, context, mixer,
         files = sorted({f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()})
         if not files:
             raise InputError("no files to benchmark")
-        lz = None if no_lmzip else codec.LMZip(model, dtype=dtype, batch_size=batch_size,
-                                               chunk_tokens=chunk_tokens, context=context, mix=_mix(mixer))
+        lz = None if no_lmzip else codec.LMZip(model, batch_size=batch_size, chunk_tokens=chunk_tokens,
+                                               context=context, mix=_mix(mixer))
         rows = []
         for f in files:
             click.echo(f"lmzip: {f}", err=True)

@@ -1,4 +1,4 @@
-"""The compressor: chunks in, batches through the engine, a container out, and back again."""
+"""The compressor: chunks in, batches through the integer engine, a container out, and back again."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO, Protocol
 
+import numba
 import torch
 import zstandard
 
-from . import chunking, coder, container, engine, intmodel, mixer, models, predictor
+from . import chunking, coder, container, intmodel, mixer, models, predictor
 from .chunking import Kind
-from .errors import ChecksumError, ModelError, NotLmzipError, ReplayError
+from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
 from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 
@@ -62,7 +63,9 @@ BEST = {"context": 4096, "chunk_tokens": 8192, "batch_size": 6}
 MIN_CONTEXT, MAX_CONTEXT = intmodel.MIN_SLOTS, intmodel.MAX_SLOTS  # the KV window a row may have
 DEFAULT_BATCH_SIZE = 48
 CODER = "range64"
-ENGINES = ("int", "float")  # the exact integer engine (default), or float32 replay (engine.py)
+# The float32 replay engine that lmzip ran before the integer engine: its files (format v3 and
+# later, ``replay`` in the header) are named and refused; lmzip up to this commit decodes them.
+FLOAT_ENGINE, LAST_FLOAT_COMMIT = "lockstep-window-kv/4", "2980941"
 
 
 @dataclass
@@ -111,29 +114,17 @@ class Stats:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(spec: str, device: str | None, dtype: str | None, engine_name: str) -> LanguageModel:
-    if engine_name == "int":
-        return models.load_integer(spec, device=device)
-    return models.load(spec, device=device, dtype=dtype)
-
-
-def _dtype_for(engine_name: str, dtype: str | None) -> str | None:
-    """The integer engine quantises the float32 model, whatever dtype was asked for."""
-    if engine_name not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
-    return "float32" if engine_name == "int" else dtype
+def _load(spec: str, device: str | None) -> LanguageModel:
+    return models.load_integer(spec, device=device)
 
 
 Progress = Callable[[int, int], None]  # (tokens just done, tokens in all)
+Step = Callable[[int], None]  # tokens just done
 
 
 def characters(data: bytes) -> int:
     """Unicode characters, as Python's len(str) counts them; each byte that is not UTF-8 counts as one."""
     return len(data.decode("utf-8", errors="surrogateescape"))
-
-
-def _per_step(progress: Progress | None, total: int) -> engine.Progress | None:
-    return None if progress is None else (lambda n: progress(n, total))
 
 
 def _batches(chunks: list, size: int) -> list[list[int]]:
@@ -171,27 +162,18 @@ class LMZip:
     """
 
     def __init__(self, model: str | LanguageModel = models.DEFAULT_MODEL, *, device: str | None = None,
-                 dtype: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 chunk_tokens: int | None = None, context: int = DEFAULT_CONTEXT,
-                 precision: int = DEFAULT_PRECISION, threads: int | None = None, engine: str = "int",
-                 mix: bool | str | None = None, cluster: Cluster | None = None,
-                 revision: str = predictor.ENGINE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, chunk_tokens: int | None = None,
+                 context: int = DEFAULT_CONTEXT, precision: int = DEFAULT_PRECISION, threads: int | None = None,
+                 mix: bool | str = True, cluster: Cluster | None = None, revision: str = predictor.ENGINE) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
-        if mix and engine != "int":
-            raise ValueError("only the integer engine has a mixer")
-        if cluster is not None and engine != "int":
-            raise ValueError("only the integer engine codes on a cluster (float files replay one machine's arithmetic)")
         if isinstance(mix, str) and mix not in mixer.REVISIONS:
             raise ValueError(f"the mixer's revision must be one of {', '.join(mixer.REVISIONS)}")
         if revision not in predictor.REVISIONS:
             raise ValueError(f"the integer engine's revision must be one of {', '.join(predictor.REVISIONS)}")
-        dtype = _dtype_for(engine, dtype)
-        self.engine = engine
         self.revision = revision  # the integer engine's arithmetic new files get: the newest, but to compare
-        mix = engine == "int" if mix is None else mix
         self.mix = mixer.REVISION if mix is True else mix or None  # a mixer revision (an older one to compare), or None
-        self.lm = model if isinstance(model, LanguageModel) else _load(model, device, dtype, engine)
+        self.lm = model if isinstance(model, LanguageModel) else _load(model, device)
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens  # None: chunking.chunk_length decides for each input
         self.context = context
@@ -219,68 +201,49 @@ class LMZip:
         the footer (and leaves ``dst`` open)."""
         return Encoder(self, dst, progress)
 
-    def _fingerprint(self) -> str:
-        return self.lm.integer_fingerprint if self.engine == "int" else self.lm.fingerprint
-
-    def _header(self, env: dict | None) -> dict:
-        coding = {"engine": self.revision if self.engine == "int" else engine.ENGINE, "coder": CODER,
-                  "precision": self.precision, "context": self.context, "start_token": self.lm.start_token}
+    def _header(self) -> dict:
+        coding = {"engine": self.revision, "coder": CODER, "precision": self.precision, "context": self.context,
+                  "start_token": self.lm.start_token}
         if self.mix:
             coding["mixer"] = self.mix
-        header = {
-            "model": {"name": self.lm.name, "fingerprint": self._fingerprint(), "vocab": self.lm.vocab_size},
+        return {
+            "model": {"name": self.lm.name, "fingerprint": self.lm.integer_fingerprint, "vocab": self.lm.vocab_size},
             "coding": coding,
         }
-        if env is not None:  # the float engine: what the decoder must replay
-            coding.update(batch_size=self.batch_size, dtype=self.lm.dtype_name)
-            header["replay"] = env
-        return header
 
     @classmethod
     def for_header(cls, header: dict, model: str | None = None, **options) -> LMZip:
-        """A codec for files with ``header``: its model (or ``model``) and engine; the decoder's own
-        ``options`` (``batch_size``, ``threads``, ``device``, ``cluster``) for the integer engine, the file's for
-        float replay.
+        """A codec for files with ``header``: its model (or ``model``), laid out by the decoder's
+        own ``options`` (``batch_size``, ``threads``, ``device``, ``cluster``).
 
         A file names its model, but only a bundled model is loaded on the file's word: a path in a
         header (a directory or a ``.gguf`` the encoder was given) is opened only when the user
         names it as ``model``, so an untrusted file can never make lmzip read a place of its choosing.
         """
+        _check_engine(header)
         named = header["model"]["name"]
         if model is None and named not in models.REGISTRY:
             raise ModelError(f"file was made with the model at '{named}', not a bundled one; name that model "
                              "to decode it (-m/--model): lmzip opens no path that a file names")
-        if _engine_of(header) == "int":
-            return cls(model or header["model"]["name"], engine="int", **options)
-        if options.get("cluster") is not None:
-            raise ReplayError("a float-engine file replays the arithmetic of the machine that wrote it: "
-                              "decode it without a cluster")
-        device = "cuda" if header["replay"]["device"] == "cuda" else "cpu"
-        return cls(model or header["model"]["name"], device=device, dtype=header["coding"]["dtype"], engine="float")
+        return cls(model or named, **options)
 
     def check(self, header: dict) -> None:
-        """Raise unless this codec can decode a file with ``header``: same model, same engine, same coding."""
+        """Raise unless this codec can decode a file with ``header``: same model, an engine and coding it runs."""
         coding = header["coding"]
-        name = _engine_of(header)
-        if name != self.engine:
-            raise ReplayError(f"file was made by the {name} engine, this codec runs the {self.engine} engine")
-        want = header["model"]
-        if not self._fingerprint().startswith(want["fingerprint"]):  # a file keeps a prefix (container)
+        _check_engine(header)
+        want, have = header["model"], self.lm.integer_fingerprint
+        if not have.startswith(want["fingerprint"]):  # a file keeps a prefix (container)
             raise ModelError(
                 f"file was made with model '{want['name']}' (fingerprint {want['fingerprint']}), "
-                f"not with '{self.lm.name}' (fingerprint {self._fingerprint()})"
+                f"not with '{self.lm.name}' (fingerprint {have})"
             )
         if (coding["coder"] != CODER or coding["start_token"] != self.lm.start_token
                 or not MIN_CONTEXT <= coding["context"] <= MAX_CONTEXT
                 or not self.lm.vocab_size.bit_length() <= coding["precision"] <= MAX_PRECISION):
             raise ReplayError(f"unsupported coding parameters: {coding}")
-        if "mixer" in coding and (coding["mixer"] not in mixer.REVISIONS or name != "int"):
+        if "mixer" in coding and coding["mixer"] not in mixer.REVISIONS:
             raise ReplayError(f"file was mixed by mixer '{coding['mixer']}', this build runs "
-                              f"{', '.join(mixer.REVISIONS)} (integer engine only)")
-        if self.engine == "float":
-            if coding["dtype"] != self.lm.dtype_name:
-                raise ReplayError(f"file was coded in {coding['dtype']}, this model runs in {self.lm.dtype_name}")
-            engine.check_environment(header["replay"], self.lm)
+                              f"{', '.join(mixer.REVISIONS)}")
 
     def decompress(self, blob: bytes, progress: Progress | None = None, only: set[int] | None = None) -> bytes:
         """Decode a .lmz file, checking every checksum; ``only`` restricts it to those chunk indices
@@ -316,18 +279,14 @@ class LMZip:
                                     f"{member.footer.algorithm.upper()}")
 
     def _decode(self, header: dict, frame: container.Frame, first: int, only: set[int] | None,
-                step: engine.Progress | None) -> bytes:
+                step: Step | None) -> bytes:
         """A frame's restored bytes (only of the chunks in ``only``, frame-local indices, if given),
         checked chunk by chunk; ``first`` is the index of its first chunk in the file."""
-        coding, replay = header["coding"], header.get("replay")
-        layout = [batch for batch in _batches(frame.entries, coding["batch_size"] if replay else self.batch_size)
-                  if only is None or only.intersection(batch)]
+        coding = header["coding"]
+        layout = [batch for batch in _batches(frame.entries, self.batch_size) if only is None or only.intersection(batch)]
         jobs = [([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch]) for batch in layout]
-        if replay is None:
-            decoded = self.workers.decode(jobs, coding["context"], coding["precision"], coding.get("mixer"),
-                                          coding["engine"], step)
-        else:
-            decoded = _replayed(self.lm, jobs, coding, replay["threads"], step)
+        decoded = self.workers.decode(jobs, coding["context"], coding["precision"], coding.get("mixer"),
+                                      coding["engine"], step)
         out: dict[int, bytes] = {}
         for batch, rows in zip(layout, decoded):
             for i, ids in zip(batch, rows):  # checked batch by batch: damage stops the decoder early
@@ -353,9 +312,8 @@ class Encoder(io.BufferedIOBase):
         self.lz, self.dst, self.progress = lz, dst, progress
         self.waiting, self.crc, self.tokens_seen = bytearray(), 0, 0
         self.began = time.perf_counter()
-        self.env = engine.environment(lz.lm) if lz.engine == "float" else None
         self.stats = Stats(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0)
-        self.head = container.head_bytes(lz._header(self.env))
+        self.head = container.head_bytes(lz._header())
         self._out(self.head, container_part=True)
 
     def writable(self) -> bool:
@@ -399,11 +357,7 @@ class Encoder(io.BufferedIOBase):
         step = None if self.progress is None else (lambda n: self.progress(n, self.tokens_seen))
         layout = _batches(chunks, lz.batch_size)
         jobs = [[chunks[i].tokens for i in batch] for batch in layout]
-        if lz.engine == "int":
-            coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix,
-                                     lz.revision, step)
-        else:
-            coded = _replaying(lz, jobs, step)
+        coded = lz.workers.encode(jobs, lz.context, lz.precision, lz.mix, lz.revision, step)
         for batch, done in zip(layout, coded):
             for i, payload in zip(batch, done.payloads):
                 chunks[i].payload = payload
@@ -427,15 +381,15 @@ class Encoder(io.BufferedIOBase):
 
 
 class Workers(Protocol):
-    """Where the integer engine codes a frame's batches of chunks: each batch's result, in order."""
+    """Where a frame's batches of chunks are coded: each batch's result, in order."""
 
     count: int  # how many batches run at once
 
     def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: str | None, revision: str,
-               step: engine.Progress | None) -> Iterator[predictor.Encoded]: ...
+               step: Step | None) -> Iterator[predictor.Encoded]: ...
 
     def decode(self, jobs: list[tuple[list[bytes], list[int]]], context: int, precision: int, mix: str | None,
-               revision: str, step: engine.Progress | None) -> Iterator[list[list[int]]]: ...
+               revision: str, step: Step | None) -> Iterator[list[list[int]]]: ...
 
 
 class Cluster(Protocol):
@@ -453,29 +407,27 @@ class Local:
         self.lz = lz
 
     def encode(self, jobs, context, precision, mix, revision, step):
-        with engine.threads(self.lz.threads):
+        with threads(self.lz.threads):
             for rows in jobs:
                 yield self.lz.lm.predictor().encode(rows, context, precision, step, mix, revision)
 
     def decode(self, jobs, context, precision, mix, revision, step):
-        with engine.threads(self.lz.threads):
+        with threads(self.lz.threads):
             for payloads, lengths in jobs:
                 yield self.lz.lm.predictor().decode(payloads, lengths, context, precision, step, mix, revision)
 
 
-def _replaying(lz: LMZip, jobs: list[list[list[int]]], step: engine.Progress | None) -> Iterator[engine.EncodedBatch]:
-    """The float engine's batches, each coded as the decoder will replay it."""
-    with engine.threads(lz.threads):
-        for rows in jobs:
-            yield engine.encode_batch(lz.lm, rows, lz.context, lz.precision, step)
-
-
-def _replayed(lm: LanguageModel, jobs: list[tuple[list[bytes], list[int]]], coding: dict, threads: int,
-              step: engine.Progress | None) -> Iterator[list[list[int]]]:
-    """A float-engine file's batches, replayed on the encoder's thread count."""
-    with engine.threads(threads):
-        for payloads, lengths in jobs:
-            yield engine.decode_batch(lm, payloads, lengths, coding["context"], coding["precision"], step)
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run torch and numba with ``n`` intra-op threads (the tables do not depend on it)."""
+    before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
 
 
 def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:
@@ -486,16 +438,15 @@ def _checked(index: int, entry: container.Entry, data: bytes) -> bytes:
     return data
 
 
-def _engine_of(header: dict) -> str:
-    """The engine (``int`` or ``float``) that decodes a file with this header."""
-    coding = header["coding"]
-    name = {**dict.fromkeys(predictor.REVISIONS, "int"), engine.ENGINE: "float"}.get(coding["engine"])
-    if name is None:
-        raise ReplayError(f"file was made by engine '{coding['engine']}', which this lmzip does not run "
-                          f"(it runs {', '.join(predictor.REVISIONS)} and {engine.ENGINE})")
-    if name == "float" and "replay" not in header:
-        raise NotLmzipError("not an lmzip file: header field 'replay' is missing")
-    return name
+def _check_engine(header: dict) -> None:
+    """Raise ReplayError, naming it, unless the file's engine revision is one this lmzip runs."""
+    name = header["coding"]["engine"]
+    if name == FLOAT_ENGINE:
+        raise ReplayError(f"file was made by lmzip's float engine ({FLOAT_ENGINE}), which this lmzip no longer "
+                          f"runs; lmzip up to commit {LAST_FLOAT_COMMIT} decodes it where it was written")
+    if name not in predictor.REVISIONS:
+        raise ReplayError(f"file was made by engine '{name}', which this lmzip does not run "
+                          f"(it runs {', '.join(predictor.REVISIONS)})")
 
 
 def _bits(chunk: chunking.Chunk) -> int:

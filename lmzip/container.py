@@ -65,7 +65,7 @@ FIELDS = {
     10: (("coding", "batch_size"), int, None),
     11: (("coding", "dtype"), str, None),
     12: (("replay",), dict, None),  # JSON: the float engine's environment
-}
+}  # 10 to 12: files of the float engine, which are read so that the codec can name and refuse them
 _OLD_DEFAULTS = {6: {4: "int/1", 9: "mix/1"}, 7: {4: "int/2", 9: "mix/1"}, 8: {4: "int/2", 9: "mix/2"},
                  9: {9: "mix/2"}}  # where each differs from v10
 
@@ -87,13 +87,11 @@ _V5_DICTIONARY = (
     b'"vocab":49152}}'
 )
 
-# The header's schema: every reader may rely on these fields and types. ``replay`` (and
-# ``coding.batch_size``, ``coding.dtype``) appear in float-engine files only.
+# The header's schema: every reader may rely on these fields and types.
 SCHEMA = {
     "model": {"name": str, "fingerprint": str, "vocab": int},
     "coding": {"engine": str, "coder": str, "precision": int, "context": int, "start_token": int},
 }
-FLOAT_SCHEMA = {"coding": {"batch_size": int, "dtype": str}, "replay": {"threads": int, "device": str}}
 
 
 def check_header(header: object) -> dict:
@@ -111,8 +109,6 @@ def check_header(header: object) -> dict:
                 raise NotLmzipError(f"not an lmzip file: header field '{where}' is not {kind.__name__}")
 
     check(header, SCHEMA, "")
-    if "replay" in header:
-        check(header, FLOAT_SCHEMA, "")
     if not isinstance(header["coding"].get("mixer", ""), str):
         raise NotLmzipError("not an lmzip file: header field 'coding.mixer' is not str")
     if len(header["model"]["fingerprint"]) < 2 * FINGERPRINT_BYTES:

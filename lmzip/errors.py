@@ -57,10 +57,10 @@ class ModelError(LmzipError):
 
 
 class ReplayError(LmzipError):
-    """This environment cannot replay the encoder's computation (another device class, CPU kernel set...)."""
+    """This lmzip cannot reproduce the encoder's computation: an engine or mixer revision it does not run."""
 
     exit_code = 8
-    short = "cannot replay the encoder here"
+    short = "cannot reproduce the encoder here"
 
 
 EXIT_CODES = {cls.exit_code: cls.short for cls in (

@@ -27,7 +27,6 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import torch
 
 from .errors import ModelError
-from .transformer import check_supported
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -224,6 +223,20 @@ def _from_pretrained(folder: Path, gguf_file: str | None):
         if bar is not None:
             gguf.tqdm = bar
     return module, tokenizer
+
+
+SUPPORTED = ("llama", "mistral", "qwen2", "gemma3_text")  # what ``load`` takes; the integer engine: llama, gemma3_text
+
+
+def check_supported(module: torch.nn.Module) -> None:
+    """Raise ModelError unless lmzip runs this architecture."""
+    config = module.config
+    if config.model_type not in SUPPORTED:
+        raise ModelError(f"architecture '{config.model_type}' is not supported (lmzip runs: {', '.join(SUPPORTED)})")
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        raise ModelError(f"architecture '{config.model_type}' with attention logit soft-capping is not supported")
+    if config.model_type == "mistral" and getattr(config, "sliding_window", None):
+        raise ModelError("Mistral with a sliding window is not supported")
 
 
 def load(spec: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LanguageModel:

@@ -1,18 +1,14 @@
-"""Next-token logits to integer frequencies, and the lookups the coder needs, on the model's device.
+"""Integer logits to frequency tables, and the lookups the coder needs, on the logits' device.
 
-Every symbol gets at least 1, a table sums to exactly ``2**precision``, and the table is a pure
-function of the float32 softmax computed on the logits' own device: the encoder and the decoder
-call the same functions on bit-identical logits, so they get bit-identical tables. Only the
-softmax and the scaling are floating point; everything after is exact integer arithmetic, so
-sums and prefix sums do not depend on the order a kernel adds in.
+Every symbol gets at least 1, a table sums to exactly ``2**precision``, and every step from the
+integer logits to the table is an integer operation, so every machine builds the same table
+(see the section below for the rule).
 
-Only what the coder needs leaves the softmax: the ``(start, freq)`` of the actual token when
-encoding (``intervals``), and the symbol found for a target value when decoding (``lookups``).
-On the CPU a numba kernel computes both straight from the probabilities, row by row, without
-building the table: the same arithmetic as ``frequencies`` (a float32 product, truncated), so the
-same numbers, in one or two passes over a row instead of a dozen tensor-wide ones. Elsewhere
-(CUDA) the table is built as a tensor and searched with a two-level prefix sum (blocks of
-``BLOCK`` symbols, then one block), all in int32.
+Only what the coder needs leaves a table: the ``(start, freq)`` of the actual token when
+encoding (``int_intervals``), and the symbol found for a target value when decoding
+(``int_lookups``). On the CPU a numba kernel computes both straight from the logits, row by
+row, without building the table. Elsewhere (CUDA) the table is built as a tensor and searched
+with a two-level prefix sum (blocks of ``BLOCK`` symbols, then one block).
 """
 
 from __future__ import annotations
@@ -26,119 +22,6 @@ from .kernels import floordiv
 DEFAULT_PRECISION = 30  # tables sum to 2^30: int32 holds every prefix sum
 MAX_PRECISION = 30
 BLOCK = 256
-
-
-def _budget(vocab: int, precision: int) -> tuple[int, int]:
-    """``(total, budget)``: the table's sum, and what ``floor(p * budget)`` may hand out in all.
-
-    The budget leaves ``vocab`` for the ones every symbol gets, plus a reserve of 2^-16 of the
-    total, which covers any float32 rounding in ``sum(p)`` (it is off from 1 by a few ulp), so the
-    remainder is never negative.
-    """
-    if not 1 <= precision <= MAX_PRECISION:
-        raise ValueError(f"precision must be in 1..{MAX_PRECISION}")
-    total = 1 << precision
-    budget = total - vocab - (total >> 16)
-    if budget < vocab:
-        raise ValueError(f"precision {precision} is too low for a vocabulary of {vocab}")
-    return total, budget
-
-
-def probabilities(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The float32 softmax of rows of logits ``(B, V)``: the one float input of every table.
-
-    ``out``, a float32 ``(B, V)`` tensor, receives it, so that a step loop reuses one buffer: on a
-    CPU a fresh tensor of that size (50 MB at 256 x 49152) is above glibc's mmap threshold and
-    page-faults anew every step. The same kernel runs either way, so the same numbers come out.
-    """
-    return torch.softmax(logits.float(), dim=-1, out=out)
-
-
-def _quantise(probs: torch.Tensor, precision: int) -> torch.Tensor:
-    """The table of ``frequencies``, computed in place over ``probs`` (which it overwrites)."""
-    total, budget = _budget(probs.shape[-1], precision)
-    top = probs.argmax(dim=-1, keepdim=True)
-    freqs = probs.mul_(float(budget)).to(torch.int32).add_(1)  # truncation is floor: probs >= 0
-    remainder = total - freqs.sum(dim=-1, keepdim=True, dtype=torch.int32)
-    return freqs.scatter_add_(-1, top, remainder)
-
-
-def frequencies(logits: torch.Tensor, precision: int = DEFAULT_PRECISION) -> torch.Tensor:
-    """Quantise rows of logits ``(B, V)`` to int32 frequencies ``(B, V)``, each >= 1, summing to 2**precision.
-
-    Each symbol gets ``1 + floor(p * budget)``, the product taken in float32 (see ``_budget``).
-    The remainder goes to the most likely symbol (the first, on a tie), where it costs the least:
-    under 2^-15 of a bit a token.
-    """
-    return _quantise(probabilities(logits), precision)
-
-
-@numba.njit(cache=True, nogil=True)
-def _row_sum(row, budget):
-    """The sum of the row's ``1 + floor(p * budget)`` and its first most likely symbol."""
-    whole, top, best = 0, 0, row[0]
-    for v in range(row.shape[0]):
-        p = row[v]
-        if p > best:
-            best, top = p, v
-        whole += np.int64(p * budget) + 1
-    return whole, top
-
-
-@numba.njit(cache=True, nogil=True)
-def _intervals(probs, tokens, budget, total, out):
-    for r in range(probs.shape[0]):
-        row, tok = probs[r], tokens[r]
-        whole, top = _row_sum(row, budget)
-        below = 0
-        for v in range(tok):
-            below += np.int64(row[v] * budget) + 1
-        extra = total - whole
-        out[r, 0] = below + (extra if top < tok else 0)
-        out[r, 1] = np.int64(row[tok] * budget) + 1 + (extra if top == tok else 0)
-
-
-@numba.njit(cache=True, nogil=True)
-def _lookups(probs, targets, budget, total, out):
-    for r in range(probs.shape[0]):
-        row, target = probs[r], targets[r]
-        whole, top = _row_sum(row, budget)
-        start, v, last = 0, 0, row.shape[0] - 1
-        while True:  # a target past the total (a damaged stream) stops at the last symbol
-            freq = np.int64(row[v] * budget) + 1 + (total - whole if v == top else 0)
-            if target < start + freq or v == last:
-                break
-            start += freq
-            v += 1
-        out[r, 0], out[r, 1], out[r, 2] = v, start, freq
-
-
-def _on_cpu(kernel, columns: int, probs: torch.Tensor, values: torch.Tensor, precision: int) -> torch.Tensor:
-    """Run a row kernel over CPU probabilities and one value a row: ``(B, columns)`` int64."""
-    total, budget = _budget(probs.shape[-1], precision)
-    out = np.empty((probs.shape[0], columns), dtype=np.int64)
-    kernel(probs.numpy(), values.numpy(), np.float32(budget), total, out)
-    return torch.from_numpy(out)
-
-
-def intervals(probs: torch.Tensor, tokens: torch.Tensor, precision: int) -> torch.Tensor:
-    """``(B, 2)`` int64: each row's ``(start, freq)`` for its token under ``frequencies``' table.
-
-    ``probs`` comes from ``probabilities`` and may be overwritten.
-    """
-    if probs.device.type != "cpu":
-        return interval(_quantise(probs, precision), tokens)
-    return _on_cpu(_intervals, 2, probs, tokens, precision)
-
-
-def lookups(probs: torch.Tensor, targets: torch.Tensor, precision: int) -> torch.Tensor:
-    """``(B, 3)`` int64: the symbol whose ``[start, start + freq)`` holds each row's target, then start and freq.
-
-    ``probs`` comes from ``probabilities`` and may be overwritten.
-    """
-    if probs.device.type != "cpu":
-        return lookup(_quantise(probs, precision), targets)
-    return _on_cpu(_lookups, 3, probs, targets, precision)
 
 
 def _blocks(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +58,7 @@ def lookup(freqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.cat([(block * BLOCK + offset)[:, None], _pair(blocks, before, block, offset)], dim=1)
 
 
-# -- integer logits (the integer engine) ------------------------------------------------------
+# -- the table ---------------------------------------------------------------------------------
 #
 # The integer engine's logits are int64 fixed point in 2**-12 nats (``intmodel.FS``). A row's
 # table is ``P[v] = E[min(max - logit[v], len(E) - 1)]``, with ``E`` the model's integer table of

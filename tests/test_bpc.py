@@ -84,3 +84,20 @@ def test_cli_writes_the_table_correlate_reads(tiny_model_dir, corpus):
     assert rows[0]["area"] == "mixed" and rows[0]["method"] == "paper" and float(rows[0]["bpc"]) > 0
     assert set(rows[0]) >= {"model", "corpus", "characters", "bytes", "tokens", "bits", "bpc", "bits_per_byte",
                             "window", "stride"}
+
+
+def test_int8_is_refused_off_the_cpu():
+    from lmzip import ModelError, models
+
+    with pytest.raises(ModelError, match="CPU only"):
+        models.resolve_dtype("int8", torch.device("cuda"))
+
+
+def test_unsupported_architecture_is_named():
+    import transformers
+
+    from lmzip import ModelError, models
+
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(ModelError, match="gpt2"):
+        models.check_supported(gpt2)

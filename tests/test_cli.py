@@ -67,8 +67,6 @@ def test_mixer_off_and_the_stats_that_compare_it(run, src, tmp_path):
     assert (tmp_path / "on.lmz").stat().st_size < (tmp_path / "off.lmz").stat().st_size
     for name in ("on.lmz", "off.lmz"):
         assert run("decompress", tmp_path / name, "-c").stdout_bytes == TEXT
-    refused = run("compress", src, "-o", tmp_path / "float.lmz", "--engine", "float", "--mixer", "on")
-    assert refused.exit_code == 2 and "integer engine" in refused.output
 
 
 def test_stdin_to_stdout_and_d_flag(run):

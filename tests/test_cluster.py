@@ -98,9 +98,7 @@ def test_bpc_on_a_cluster_equals_the_single_process_rows(tiny_lm, local_ray, tmp
         {k: v for k, v in here.as_dict().items() if k not in ("bits", "bpc", "bits_per_byte")}
 
 
-def test_float_engine_and_workers_without_ray_are_refused(tiny_model_dir, local_ray):
-    with pytest.raises(ValueError, match="integer engine"):
-        LMZip(str(tiny_model_dir), engine="float", cluster=local_ray)
+def test_workers_without_ray_are_refused():
     from click.testing import CliRunner
 
     from lmzip.cli import main

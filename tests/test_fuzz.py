@@ -83,7 +83,7 @@ def test_findings_stay_fixed(golden_codec):
     """Regression cases: damages that once escaped as other exceptions."""
     blob = SEEDS["text"]
     for ops in [
-        [("header", ("coding", "engine"), "lockstep-window-kv/4")],  # a float engine without 'replay': KeyError
+        [("header", ("coding", "engine"), "lockstep-window-kv/4")],  # the removed float engine (once a KeyError)
         [("header", ("coding", "engine"), "int/99")],  # for_file read 'replay' of an unknown engine: KeyError
         [("header", ("coding", "precision"), 2**31)],  # an impossible precision
         [("header", ("coding", "context"), 0)],

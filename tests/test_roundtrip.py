@@ -167,3 +167,13 @@ def test_open_streams_like_gzip(tiny_model_dir, tmp_path, monkeypatch):
         assert f.read() == data[len(lines[0]) + 7 :]
     with pytest.raises(ValueError):
         lmzip.open(path, "a")
+
+
+def test_batches_are_even_and_keep_file_order():
+    from lmzip.codec import _batches
+
+    chunks = [chunking.Chunk(Kind.LM, b"x")] * 7 + [chunking.Chunk(Kind.ZSTD, b"y")] + [chunking.Chunk(Kind.LM, b"x")] * 3
+    layout = _batches(chunks, 4)
+    assert [len(b) for b in layout] == [4, 3, 3]
+    assert [i for b in layout for i in b] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
+    assert _batches([], 4) == [] and _batches(chunks, 100) == [[0, 1, 2, 3, 4, 5, 6, 8, 9, 10]]
