@@ -119,7 +119,6 @@ def _load(spec: str, device: str | None) -> LanguageModel:
 
 
 Progress = Callable[[int, int], None]  # (tokens just done, tokens in all)
-Step = Callable[[int], None]  # tokens just done
 
 
 def characters(data: bytes) -> int:
@@ -164,7 +163,8 @@ class LMZip:
     def __init__(self, model: str | LanguageModel = models.DEFAULT_MODEL, *, device: str | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, chunk_tokens: int | None = None,
                  context: int = DEFAULT_CONTEXT, precision: int = DEFAULT_PRECISION, threads: int | None = None,
-                 mix: bool | str = True, cluster: Cluster | None = None, revision: str = predictor.ENGINE) -> None:
+                 mix: bool | str = True, cluster: Cluster | None = None,
+                 revision: str = predictor.ENGINE) -> None:
         if batch_size < 1 or (chunk_tokens is not None and chunk_tokens < 1) or not MIN_CONTEXT <= context <= MAX_CONTEXT:
             raise ValueError(f"batch_size and chunk_tokens must be at least 1, context in {MIN_CONTEXT}..{MAX_CONTEXT}")
         if isinstance(mix, str) and mix not in mixer.REVISIONS:
@@ -279,11 +279,12 @@ class LMZip:
                                     f"{member.footer.algorithm.upper()}")
 
     def _decode(self, header: dict, frame: container.Frame, first: int, only: set[int] | None,
-                step: Step | None) -> bytes:
+                step: predictor.Progress | None) -> bytes:
         """A frame's restored bytes (only of the chunks in ``only``, frame-local indices, if given),
         checked chunk by chunk; ``first`` is the index of its first chunk in the file."""
         coding = header["coding"]
-        layout = [batch for batch in _batches(frame.entries, self.batch_size) if only is None or only.intersection(batch)]
+        layout = [batch for batch in _batches(frame.entries, self.batch_size)
+                  if only is None or only.intersection(batch)]
         jobs = [([frame.payloads[i] for i in batch], [frame.entries[i].tokens for i in batch]) for batch in layout]
         decoded = self.workers.decode(jobs, coding["context"], coding["precision"], coding.get("mixer"),
                                       coding["engine"], step)
@@ -386,10 +387,10 @@ class Workers(Protocol):
     count: int  # how many batches run at once
 
     def encode(self, jobs: list[list[list[int]]], context: int, precision: int, mix: str | None, revision: str,
-               step: Step | None) -> Iterator[predictor.Encoded]: ...
+               step: predictor.Progress | None) -> Iterator[predictor.Encoded]: ...
 
     def decode(self, jobs: list[tuple[list[bytes], list[int]]], context: int, precision: int, mix: str | None,
-               revision: str, step: Step | None) -> Iterator[list[list[int]]]: ...
+               revision: str, step: predictor.Progress | None) -> Iterator[list[list[int]]]: ...
 
 
 class Cluster(Protocol):
