@@ -109,7 +109,7 @@ def main() -> None:
         tokens, c_peak = lz.last_stats.tokens, _peak(device)
         (back, d_s), m = _fitted(unpacked, args.decode_bytes, args.probe_bytes // 10, args.seconds)
         assert back == data[:m], f"batch {batch}: the round trip differs"
-        rows.append({"batch": batch, "input_bytes": n, "output_bytes": len(blob),
+        rows.append({"batch": batch, "in_flight": lz.workers.in_flight, "input_bytes": n, "output_bytes": len(blob),
                      "bits_per_byte": round(8 * len(blob) / n, 4),
                      "sample_bits_per_byte": round(8 * len(lz.compress(sample)) / len(sample), 4),
                      "cpu_default_sample_bits_per_byte": round(8 * len(want) / len(sample), 4),

@@ -27,7 +27,9 @@ if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
+tests_s=120
 if [[ ${1:-} == --dry-run ]]; then
+    tests_s=1200  # 2 CPU cores run the engine's tests in about 10 minutes
     gpu=(--device cpu --bytes 6000 --decode-bytes 1500 --cross-bytes 1000 --batches 1,4 --gemm 256 --probe-bytes 2000 --seconds 4)
 else
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use --dry-run')" || exit
@@ -42,7 +44,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
     echo "== $name (at most ${limit}s): $*"
     timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || failed+=("$name")
 }
-step tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_kernels.py tests/test_intengine.py
+step tests "$tests_s" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_kernels.py tests/test_intengine.py
 step gpu 330 "$PY" bench/gpu.py --out "$OUT" "${gpu[@]}"
 echo "gpu_check: results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
 [[ ${#failed[@]} -eq 0 ]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -10,9 +12,10 @@ import io
 import itertools
 import os
 import tempfile
+import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO, Protocol
 
@@ -20,7 +23,7 @@ import numba
 import torch
 import zstandard
 
-from . import chunking, coder, container, intmodel, mixer, models, predictor
+from . import chunking, coder, container, intmodel, kernels, mixer, models, predictor
 from .chunking import Kind
 from .errors import ChecksumError, ModelError, ReplayError
 from .models import LanguageModel
@@ -400,27 +403,84 @@ class Cluster(Protocol):
 
 
 class Local:
-    """``Workers`` in this process: one batch after another, on the codec's threads."""
+    """``Workers`` in this process, on the codec's threads, ``in_flight`` batches at once.
+
+    On a GPU two batches are in flight, each in a thread and on a CUDA stream of its own: while one
+    waits for its kernels, the other runs its host work (the coder, the mixer, launching its next
+    step), so the device is not left idle between one batch's steps. On a CPU, where both would
+    share the same cores, one batch runs at a time. The files are the same either way: each
+    batch's integers are its own (``predictor``).
+    """
 
     count = 1
 
-    def __init__(self, lz: LMZip) -> None:
+    def __init__(self, lz: LMZip, in_flight: int | None = None) -> None:
         self.lz = lz
+        on_device = lz.lm.device.type != "cpu"
+        self.in_flight = in_flight or (2 if on_device and _threadsafe_numba() else 1)
 
     def encode(self, jobs, context, precision, mix, revision, step):
-        with threads(self.lz.threads):
-            for rows in jobs:
-                yield self.lz.lm.predictor().encode(rows, context, precision, step, mix, revision)
+        pred, step = self.lz.lm.predictor(), self._serial(step)
+
+        def one(rows):
+            with threads(self.lz.threads), pred.stream():
+                return pred.encode(rows, context, precision, step, mix, revision)
+        return in_order(one, jobs, self.in_flight)
 
     def decode(self, jobs, context, precision, mix, revision, step):
-        with threads(self.lz.threads):
-            for payloads, lengths in jobs:
-                yield self.lz.lm.predictor().decode(payloads, lengths, context, precision, step, mix, revision)
+        pred, step = self.lz.lm.predictor(), self._serial(step)
+
+        def one(job):
+            with threads(self.lz.threads), pred.stream():
+                return pred.decode(*job, context, precision, step, mix, revision)
+        return in_order(one, jobs, self.in_flight)
+
+    def _serial(self, step: predictor.Progress | None) -> predictor.Progress | None:
+        """``step``, called by one batch at a time."""
+        if step is None or self.in_flight == 1:
+            return step
+        lock = threading.Lock()
+
+        def serial(n: int) -> None:
+            with lock:
+                step(n)
+        return serial
+
+
+def in_order(fn: Callable, jobs: Iterable, depth: int) -> Iterator:
+    """``fn(job)`` for each job, in order, with up to ``depth`` of them running at once, each on a
+    thread of its own (``depth`` 1: one after another, here). Job ``k + depth`` starts once the
+    result of job ``k`` is taken, so at most ``depth`` are running or waiting to be taken; if the
+    caller stops early, the jobs not yet started never are."""
+    if depth == 1:
+        yield from map(fn, jobs)
+        return
+    with concurrent.futures.ThreadPoolExecutor(depth) as pool:
+        running: collections.deque = collections.deque()
+        try:
+            for job in jobs:
+                running.append(pool.submit(fn, job))
+                if len(running) == depth:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+        finally:
+            for future in running:
+                future.cancel()
+
+
+def _threadsafe_numba() -> bool:
+    """Whether numba's parallel kernels may run from two threads at once: its TBB and OpenMP layers
+    allow it; its fallback, the workqueue layer, aborts the process. The layer is chosen at the
+    first parallel kernel, so one runs first."""
+    kernels.shift_rows(torch.zeros((1, 1), dtype=torch.int64), torch.zeros(1, dtype=torch.int64))
+    return numba.threading_layer() != "workqueue"
 
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Run torch and numba with ``n`` intra-op threads (the tables do not depend on it)."""
+    """Run torch (in every thread) and numba (in this one) with ``n`` intra-op threads; the tables
+    do not depend on it."""
     before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -422,7 +422,8 @@ class Cache:
     The rotated keys are stored transposed, ``(d, slots)`` a row and KV head, and the values
     ``(slots, d)``, both over ``slots`` rounded up to whole 16-slot blocks (zeros after): so the
     attention's two products read them as they lie, as the tiles' plain ``(K, N)`` weights
-    (``kernels.attend_tiled``).
+    (``kernels.attend_tiled``). It also keeps its batch's scratch for attention scores, so that
+    batches stepped at once (``codec.Local``'s batches in flight) share no memory.
     """
 
     NAMES = ("k", "raw", "v", "ke", "re", "ve")  # in the order kernels.layer takes them, before the cache's kv
@@ -442,6 +443,7 @@ class Cache:
         self.ke = torch.zeros(shape[:4], dtype=torch.int32, device=device)  # exponents (layers, rows, kv, slots)
         self.re = torch.zeros(shape[:4], dtype=torch.int32, device=device)
         self.ve = torch.zeros(shape[:4], dtype=torch.int32, device=device)
+        self.scores = torch.empty(0, dtype=torch.float64, device=device)  # see Runner._scores_buffer
         self._arrays: list[tuple[np.ndarray, ...]] | None = None
 
     def keep_rows(self, rows: torch.Tensor) -> None:
@@ -507,7 +509,6 @@ class Runner:
         # A step of more rows than this runs the numba stages around the chosen GEMM: only int8's
         # beats the numba GEMM at a step's rows.
         self.whole_rows = self.WHOLE_LAYER_ROWS if gemm.name == "int8" else math.inf
-        self._scores = torch.empty(0, dtype=torch.float64, device=device)  # see _scores_buffer
 
     def _layer_args(self, i: int) -> tuple:
         """Layer ``i``'s integers as ``kernels.layer`` takes them (after the block and its cache)."""
@@ -627,7 +628,7 @@ class Runner:
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
         keys = cache.k[i, ..., :end].double()  # (R, G, d, L)
         qg = qr.reshape(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
-        acc = torch.matmul(qg, keys, out=self._scores_buffer((R, G, qg.shape[2], keys.shape[3])))
+        acc = torch.matmul(qg, keys, out=self._scores_buffer(cache, (R, G, qg.shape[2], keys.shape[3])))
         eqg = eq.reshape(R, G, (H // G) * T).contiguous()
         qslot = slots.repeat(H // G)  # (gT,)
         window = c.sliding_window if layer.kind == "sliding_attention" else 0
@@ -644,14 +645,15 @@ class Runner:
         num = pv @ cache.v[i, :, :, :end].double()  # (R, G, gT, d)
         return self.quarters(num, total), ref
 
-    def _scores_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """A float64 tensor of ``shape`` for a block's scores ``(R, G, gT, L)``, in memory kept from
-        block to block: a fresh one, tens of MB, costs its page faults at every layer (the q.k GEMM
-        into a kept buffer ran twice as fast, measured on an Ice Lake Xeon)."""
+    @staticmethod
+    def _scores_buffer(cache: Cache, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float64 tensor of ``shape`` for a block's scores ``(R, G, gT, L)``, in ``cache``'s memory
+        kept from block to block: a fresh one, tens of MB, costs its page faults at every layer (the
+        q.k GEMM into a kept buffer ran twice as fast, measured on an Ice Lake Xeon)."""
         n = math.prod(shape)
-        if self._scores.numel() < n:
-            self._scores = torch.empty(n, dtype=torch.float64, device=self.device)
-        return self._scores[:n].view(shape)
+        if cache.scores.numel() < n:
+            cache.scores = torch.empty(n, dtype=torch.float64, device=cache.scores.device)
+        return cache.scores[:n].view(shape)
 
     def _weights(self, acc: torch.Tensor, eq: torch.Tensor, ke: torch.Tensor, ve: torch.Tensor, qslot: torch.Tensor,
                  window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ the encoder and the decoder lay out their work as they like:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,12 @@ PREFILL_TOKENS = 2048  # the encoder's group of rows holds about this many token
 # pages: compressing 24 KB faulted 2.5-3.0 million pages, not 0.7-0.9 million (one run each way,
 # alternating, on an Ice Lake Xeon).
 HEAD_TOKENS = 64
+# Off a CPU, every block and every head call costs a few hundred kernel launches and a wait for
+# the host, whatever its size, so both are larger there: a group of 64 rows at the default
+# 512-token window (a 16,384-token block, whose float64 scores take 600 MB), and 1024 rows of
+# logits (200 MB for SmolLM2). Chosen from those memory bounds, not yet from a GPU's timings
+# (bench/gpu_check.sh measures them).
+DEVICE_PREFILL_TOKENS, DEVICE_HEAD_TOKENS = 32768, 1024
 
 
 @dataclass
@@ -64,6 +71,16 @@ class Predictor:
         self.gemm = exact.choose(shapes, device, memo=memo)
         self.model, self.device, self.start_token = model, device, start_token
         self.runner = Runner(model, self.gemm, device)
+        on_cpu = device.type == "cpu"
+        self.prefill_tokens = PREFILL_TOKENS if on_cpu else DEVICE_PREFILL_TOKENS
+        self.head_tokens = HEAD_TOKENS if on_cpu else DEVICE_HEAD_TOKENS
+
+    def stream(self) -> contextlib.AbstractContextManager:
+        """On a GPU, a CUDA stream of the caller's own for the work in the block, so that batches
+        coded at once from several threads (``codec.Local``) each wait only for their own kernels."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.cuda.stream(torch.cuda.Stream(self.device))
 
     def start(self, rows: int, slots: int, revision: str = ENGINE) -> Cache:
         """A fresh window for ``rows`` chunks, as ``revision`` keeps it; the first token fed is each
@@ -94,8 +111,8 @@ class Predictor:
         ``(N, D)``, ``(N,)``, then ``(P, sum P)`` before mixing; ``mixing`` mixes each table, which
         predicts the next token of row ``rows[i]``, and learns the token."""
         out = np.empty((len(tokens), 6), dtype=np.int64)
-        for a in range(0, len(tokens), HEAD_TOKENS):
-            b = a + HEAD_TOKENS
+        for a in range(0, len(tokens), self.head_tokens):
+            b = a + self.head_tokens
             logits = self._logits(m[a:b], e[a:b])
             if mixing is not None:
                 out[a:b, 4:] = mixer.observe(mixing, logits, rows[a:b], tokens[a:b], self._exp)
@@ -126,7 +143,7 @@ class Predictor:
         padding grow with the chunk length. ``mix``, a revision of the mixer, runs each row's
         tables through it.
         """
-        group, piece = max(1, PREFILL_TOKENS // slots), max(1, slots // 2)
+        group, piece = max(1, self.prefill_tokens // slots), max(1, slots // 2)
         payloads, ce, mixed, ideal = [], [], [], []
         for g in range(0, len(rows), group):
             part = rows[g : g + group]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmzip import LMZip, chunking, container, mixer
+from lmzip import codec as codec_module
 from lmzip.chunking import Kind
 from lmzip.codec import MIN_CONTEXT
 
@@ -177,3 +178,66 @@ def test_batches_are_even_and_keep_file_order():
     assert [len(b) for b in layout] == [4, 3, 3]
     assert [i for b in layout for i in b] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
     assert _batches([], 4) == [] and _batches(chunks, 100) == [[0, 1, 2, 3, 4, 5, 6, 8, 9, 10]]
+
+
+def test_in_order_runs_up_to_depth_jobs_at_once_and_keeps_their_order():
+    """Two batches in flight (``codec.in_order``): the results in job order whatever order the jobs
+    end in, never more than ``depth`` running, and no job started after the caller stops."""
+    import threading
+    import time
+
+    from lmzip.codec import in_order
+
+    running, most, started, lock = [0], [0], [], threading.Lock()
+
+    def job(k: int) -> int:
+        with lock:
+            started.append(k)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02 * (k % 3 == 0))  # jobs 0, 3, 6 end after the job behind them
+        with lock:
+            running[0] -= 1
+        return k * k
+
+    assert list(in_order(job, range(8), 2)) == [k * k for k in range(8)]
+    assert most[0] == 2 and sorted(started) == list(range(8))
+    assert list(in_order(job, range(5), 1)) == [k * k for k in range(5)]
+    started.clear()
+    results = in_order(job, range(8), 2)
+    assert next(results) == 0
+    results.close()  # the caller stops: job 1 was running, job 2 may have started once 0 was taken
+    assert sorted(started) in ([0, 1], [0, 1, 2])
+
+    def broken(k: int) -> int:
+        if k == 2:
+            raise ValueError("job 2")
+        return k
+    with pytest.raises(ValueError, match="job 2"):
+        list(in_order(broken, range(6), 2))
+
+
+@pytest.mark.skipif(not codec_module._threadsafe_numba(), reason="numba's workqueue layer runs one parallel kernel at a time")
+def test_two_batches_in_flight_on_the_device_path_write_the_same_files(tiny_lm, revision):
+    """The GPU's layout, run here on the CPU: the device path's predictor (torch throughout, static
+    attention, the logits left where they are made), two batches at once on threads of their own.
+    Its files are the one-at-a-time CPU files, byte for byte, and each decodes the other's."""
+    import dataclasses
+
+    import torch
+
+    from lmzip import exact, intmodel, predictor
+
+    cpu = tiny_lm.predictor()
+    device = predictor.Predictor(cpu.model, torch.device("cpu"), cpu.start_token)
+    device.runner = intmodel.Runner(cpu.model, exact.Float32Gemm(), torch.device("cpu"), fused=False, static=True)
+    device.prefill_tokens, device.head_tokens = predictor.DEVICE_PREFILL_TOKENS, predictor.DEVICE_HEAD_TOKENS
+    gpu_like = dataclasses.replace(tiny_lm, _predictor=device)
+    text = ("Alice was beginning to get very tired of sitting by her sister on the bank. " * 40).encode()
+    one = LMZip(tiny_lm, batch_size=3, chunk_tokens=40, context=16, revision=revision)
+    two = LMZip(gpu_like, batch_size=3, chunk_tokens=40, context=16, revision=revision)
+    two.workers = codec_module.Local(two, in_flight=2)
+    blob = one.compress(text)
+    assert len(codec_module._batches(container.parse(blob).entries, 3)) >= 4  # batches enough to overlap
+    assert two.compress(text) == blob
+    assert two.decompress(blob) == text and one.decompress(two.compress(text)) == text
