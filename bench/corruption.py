@@ -158,7 +158,7 @@ def main() -> None:
           "| damage | " + " | ".join(outcomes) + " | total |", "|---|" + "---:|" * (len(outcomes) + 1),
           *[f"| {k} | " + " | ".join(str(counts[k, o]) for o in outcomes) + f" | {sum(counts[k, o] for o in outcomes)} |"
             for k in kinds],
-          f"| all | " + " | ".join(str(sum(counts[k, o] for k in kinds)) for o in outcomes) + f" | {total} |", ""]
+          "| all | " + " | ".join(str(sum(counts[k, o] for k in kinds)) for o in outcomes) + f" | {total} |", ""]
     if findings:
         md += ["## Findings", "", *[f"- `{f}`" for f in findings[:50]], ""]
     md += [provenance(), ""]

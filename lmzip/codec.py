@@ -409,7 +409,7 @@ class Local:
     waits for its kernels, the other runs its host work (the coder, the mixer, launching its next
     step), so the device is not left idle between one batch's steps. On a CPU, where both would
     share the same cores, one batch runs at a time. The files are the same either way: each
-    batch's integers are its own (``predictor``).
+    batch's integers are its own (``predictor``). Two in flight hold two batches' KV caches.
     """
 
     count = 1

@@ -14,7 +14,8 @@ the encoder and the decoder lay out their work as they like:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import queue
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,16 +72,29 @@ class Predictor:
         self.gemm = exact.choose(shapes, device, memo=memo)
         self.model, self.device, self.start_token = model, device, start_token
         self.runner = Runner(model, self.gemm, device)
+        self._streams: queue.SimpleQueue = queue.SimpleQueue()  # CUDA streams not lent now (``stream``)
         on_cpu = device.type == "cpu"
         self.prefill_tokens = PREFILL_TOKENS if on_cpu else DEVICE_PREFILL_TOKENS
         self.head_tokens = HEAD_TOKENS if on_cpu else DEVICE_HEAD_TOKENS
 
-    def stream(self) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
         """On a GPU, a CUDA stream of the caller's own for the work in the block, so that batches
-        coded at once from several threads (``codec.Local``) each wait only for their own kernels."""
+        coded at once from several threads (``codec.Local``) each wait only for their own kernels.
+        Streams are lent and taken back, never made anew for each batch: the allocator keeps
+        freed memory for the stream that used it, so a new stream could not reuse the last one's."""
         if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        return torch.cuda.stream(torch.cuda.Stream(self.device))
+            yield
+            return
+        try:
+            lent = self._streams.get_nowait()
+        except queue.Empty:
+            lent = torch.cuda.Stream(self.device)
+        try:
+            with torch.cuda.stream(lent):
+                yield
+        finally:
+            self._streams.put(lent)
 
     def start(self, rows: int, slots: int, revision: str = ENGINE) -> Cache:
         """A fresh window for ``rows`` chunks, as ``revision`` keeps it; the first token fed is each

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmzip import LMZip, models
+from lmzip import LMZip, codec, models
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -18,6 +18,7 @@ DATA = ("GPU round trip: the decoder computes the encoder's integer tables on an
 def test_integer_engine_files_are_the_cpus_and_cross_devices(tiny_model_dir):
     on_cpu = LMZip(str(tiny_model_dir), device="cpu", batch_size=3, chunk_tokens=48)
     on_gpu = LMZip(str(tiny_model_dir), device="cuda", batch_size=7, chunk_tokens=48)
+    assert on_gpu.workers.in_flight == (2 if codec._threadsafe_numba() else 1)  # its 2 batches at once, 2 streams
     blob = on_gpu.compress(DATA)
     assert blob == on_cpu.compress(DATA)  # the integer engine's tables: the same integers on every device
     assert on_cpu.decompress(blob) == DATA
