@@ -420,19 +420,18 @@ class Local:
         self.in_flight = in_flight or (2 if on_device and _threadsafe_numba() else 1)
 
     def encode(self, jobs, context, precision, mix, revision, step):
-        pred, step = self.lz.lm.predictor(), self._serial(step)
-
-        def one(rows):
-            with threads(self.lz.threads), pred.stream():
-                return pred.encode(rows, context, precision, step, mix, revision)
-        return in_order(one, jobs, self.in_flight)
+        return self._each(jobs, step, lambda pred, rows, step: pred.encode(rows, context, precision, step, mix, revision))
 
     def decode(self, jobs, context, precision, mix, revision, step):
+        return self._each(jobs, step, lambda pred, job, step: pred.decode(*job, context, precision, step, mix, revision))
+
+    def _each(self, jobs: list, step: predictor.Progress | None, code: Callable) -> Iterator:
+        """``code(predictor, job, step)`` for each job, in order, ``in_flight`` at once, on the codec's threads."""
         pred, step = self.lz.lm.predictor(), self._serial(step)
 
         def one(job):
             with threads(self.lz.threads), pred.stream():
-                return pred.decode(*job, context, precision, step, mix, revision)
+                return code(pred, job, step)
         return in_order(one, jobs, self.in_flight)
 
     def _serial(self, step: predictor.Progress | None) -> predictor.Progress | None:
@@ -448,8 +447,8 @@ class Local:
 
 
 def in_order(fn: Callable, jobs: Iterable, depth: int) -> Iterator:
-    """``fn(job)`` for each job, in order, with up to ``depth`` of them running at once, each on a
-    thread of its own (``depth`` 1: one after another, here). Job ``k + depth`` starts once the
+    """``fn(job)`` for each job, in order, with up to ``depth`` of them running at once on a pool of
+    ``depth`` threads (``depth`` 1: one after another, here). Job ``k + depth`` starts once the
     result of job ``k`` is taken, so at most ``depth`` are running or waiting to be taken; if the
     caller stops early, the jobs not yet started never are."""
     if depth == 1:
