@@ -443,7 +443,7 @@ class Cache:
         self.ke = torch.zeros(shape[:4], dtype=torch.int32, device=device)  # exponents (layers, rows, kv, slots)
         self.re = torch.zeros(shape[:4], dtype=torch.int32, device=device)
         self.ve = torch.zeros(shape[:4], dtype=torch.int32, device=device)
-        self.scores = torch.empty(0, dtype=torch.float64, device=device)  # see Runner._scores_buffer
+        self._scores = torch.empty(0, dtype=torch.float64, device=device)  # see scores
         self._arrays: list[tuple[np.ndarray, ...]] | None = None
 
     def keep_rows(self, rows: torch.Tensor) -> None:
@@ -453,6 +453,15 @@ class Cache:
         self._arrays = None
         for name in self.NAMES:
             setattr(self, name, getattr(self, name)[:, rows].contiguous())
+
+    def scores(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float64 tensor of ``shape`` for a block's attention scores ``(R, G, gT, L)``, in memory
+        kept from block to block: a fresh one, tens of MB, costs its page faults at every layer (the
+        q.k GEMM into a kept buffer ran twice as fast, measured on an Ice Lake Xeon)."""
+        n = math.prod(shape)
+        if self._scores.numel() < n:
+            self._scores = torch.empty(n, dtype=torch.float64, device=self._scores.device)
+        return self._scores[:n].view(shape)
 
     def arrays(self, i: int) -> tuple:
         """Layer ``i``'s ``NAMES`` as numpy views of a CPU cache, then ``(kv.bits, kv.top)``, for
@@ -628,7 +637,7 @@ class Runner:
         # Scores: query head h with KV head h // (H / G), as transformers' repeat_kv has it.
         keys = cache.k[i, ..., :end].double()  # (R, G, d, L)
         qg = qr.reshape(R, G, (H // G) * T, d).double()  # (R, G, gT, d)
-        acc = torch.matmul(qg, keys, out=self._scores_buffer(cache, (R, G, qg.shape[2], keys.shape[3])))
+        acc = torch.matmul(qg, keys, out=cache.scores((R, G, qg.shape[2], keys.shape[3])))
         eqg = eq.reshape(R, G, (H // G) * T).contiguous()
         qslot = slots.repeat(H // G)  # (gT,)
         window = c.sliding_window if layer.kind == "sliding_attention" else 0
@@ -644,16 +653,6 @@ class Runner:
             pv = pv.double()
         num = pv @ cache.v[i, :, :, :end].double()  # (R, G, gT, d)
         return self.quarters(num, total), ref
-
-    @staticmethod
-    def _scores_buffer(cache: Cache, shape: tuple[int, ...]) -> torch.Tensor:
-        """A float64 tensor of ``shape`` for a block's scores ``(R, G, gT, L)``, in ``cache``'s memory
-        kept from block to block: a fresh one, tens of MB, costs its page faults at every layer (the
-        q.k GEMM into a kept buffer ran twice as fast, measured on an Ice Lake Xeon)."""
-        n = math.prod(shape)
-        if cache.scores.numel() < n:
-            cache.scores = torch.empty(n, dtype=torch.float64, device=cache.scores.device)
-        return cache.scores[:n].view(shape)
 
     def _weights(self, acc: torch.Tensor, eq: torch.Tensor, ke: torch.Tensor, ve: torch.Tensor, qslot: torch.Tensor,
                  window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
