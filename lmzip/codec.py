@@ -60,8 +60,9 @@ from .quantize import DEFAULT_PRECISION, MAX_PRECISION
 DEFAULT_CONTEXT = 512
 # ``lmzip compress --best``: the measured curve's smallest files, with the KV cache of the defaults
 # (6 rows x 4096 slots = 48 x 512), so a large input is slower still, never larger in memory.
-# Under int/2 (benchmarks/context-files.md at 51b00cd, an AVX512 Xeon) it spent 10.7% fewer bits
-# than 512 at 0.30x the compress speed; the current table stops at 2048, which took an hour here.
+# Under int/3 and mix/3 (benchmarks/presets.md, bench/presets.py, one run on a 2-core AMD EPYC) it
+# wrote alice29 5.6% and hott_logic.tex 13.8% smaller, in 2.4x and 3.0x the compress time and 3.1x
+# and 4.1x the decompress time.
 BEST = {"context": 4096, "chunk_tokens": 8192, "batch_size": 6}
 MIN_CONTEXT, MAX_CONTEXT = intmodel.MIN_SLOTS, intmodel.MAX_SLOTS  # the KV window a row may have
 DEFAULT_BATCH_SIZE = 48
