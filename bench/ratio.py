@@ -46,8 +46,9 @@ def mixer_table() -> list[str]:
     lines = []
     for path in sorted(OUT.glob("roundtrip-*.csv")):
         rows = [r for r in csv.DictReader(open(path)) if r.get("mixer") not in (None, "", "off")]
-        areas = sorted({r["area"] for r in rows})
-        for area in [*areas, "all"] if rows else []:
+        if not rows:
+            continue
+        for area in [*sorted({r["area"] for r in rows}), "all"]:
             part = [r for r in rows if area in ("all", r["area"])]
             size, model, mixed = (sum(float(r[k]) for r in part) for k in ("bytes", "ce_bits", "mixed_bits"))
             lmz = 8 * sum(int(r["lmz_bytes"]) for r in part)
