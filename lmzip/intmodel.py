@@ -490,11 +490,15 @@ class Runner:
     weigh exactly 0, so the integers are the sliced attention's.
     """
 
-    # Steps at slot 400 on an Ice Lake Xeon, whole layers against stages around int8 GEMMs, alternating:
-    # 4 rows 47 against 63 ms, 8 rows 61.5 against 60.7, 10 rows 80 against 75, 16 rows 100 against 86.
-    WHOLE_LAYER_ROWS = 8
+    # A step's layers at slot 400 on an AMD EPYC (Zen 4, VNNI), whole layers against stages around
+    # int8 GEMMs, alternating processes, best of 50 steps: 12 rows 23.8 against 32.9 ms, 21 rows 38.9
+    # to 39.2 against 43.5 to 44.9, 24 rows 43.0 against 57.6, 32 rows 54.0 to 56.4 against 58.6 to
+    # 73.7; 40 rows 67.0 against 88.8 and 91.8 against 87.4; 48 rows 86.9 and 101.5 against 83.6 and
+    # 80.7. (The former crossover, 8 rows on an Ice Lake Xeon, was measured before the numba GEMM's
+    # tiles tripled its speed.)
+    WHOLE_LAYER_ROWS = 32
     GEMM_QUERIES = 8  # a block of this many tokens a row or more attends through GEMMs
-    NUMBA_HEAD_ROWS = 4  # logits of at most this many rows come from the numba GEMM
+    NUMBA_HEAD_ROWS = 8  # logits of at most this many rows come from the numba GEMM (``logits``)
 
     def __init__(self, model: IntModel, gemm: Gemm, device: torch.device, fused: bool | None = None,
                  static: bool | None = None) -> None:
@@ -767,8 +771,9 @@ class Runner:
 
     def logits(self, m: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Final-norm rows ``(N, D)`` with exponents ``(N,)`` to ``(N, V)`` int64 logits at 2**-FS nats.
-        A decoder step's few rows go through the numba GEMM (one row: 2.7 ms against int8 ``_int_mm``'s
-        6.6 ms, padded to 17 rows; 8 rows: 11.6 ms against 6.4 ms, on an Ice Lake Xeon)."""
+        A decoder step's few rows go through the numba GEMM: on an AMD EPYC (Zen 4, VNNI), best of 7,
+        4 rows 1.4-1.8 ms against int8 ``_int_mm``'s 3.3-3.8 ms (padded to 17 rows), 8 rows 2.9-3.0
+        against 3.8-3.9, 12 rows even (4.2-4.4), 21 rows 8.0-8.4 against 5.8-6.8."""
         head = self.model.head
         if self.fused and m.shape[0] <= self.NUMBA_HEAD_ROWS:
             y, ey = kernels.matmul(m, self.packed["head.q"], head.mult), e - head.z
